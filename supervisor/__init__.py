@@ -1,0 +1,1 @@
+"""corral's supervisor: configuration, process lifecycle, probes and the CLI."""

@@ -1,0 +1,126 @@
+"""The `corral` command line, and the one boundary that turns errors into
+a single stderr line and an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from registry.errors import RegistryError, RegistryLocationError
+from supervisor.errors import CorralError, UsageError
+
+log = logging.getLogger(__name__)
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `corral` console script; returns the exit code."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
+
+    try:
+        command: Command = args.command
+        return command(args)
+    except KeyboardInterrupt:
+        return 130
+    except RegistryLocationError as exc:
+        _report(exc, args.verbose)
+        return 2
+    except CorralError as exc:
+        _report(exc, args.verbose)
+        return exc.exit_code
+    except RegistryError as exc:
+        _report(exc, args.verbose)
+        return 1
+
+
+def config_path(args: argparse.Namespace) -> Path:
+    """The config file a command names with -f, or corral.yaml here."""
+    path = Path(args.file or "corral.yaml")
+    if not path.is_file():
+        fix = "pass -f FILE" if not args.file else "check the path"
+        raise UsageError(f"{path}: no such config file ({fix})")
+    return path.resolve()
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    from supervisor.config import load_config, render_config
+
+    print(render_config(load_config(config_path(args))), end="")
+    return 0
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    from supervisor.config import load_config
+    from supervisor.run import run_up
+
+    config = load_config(config_path(args))
+    return run_up(config, services=args.services, detach=args.detach)
+
+
+def _cmd_registry(args: argparse.Namespace) -> int:
+    from supervisor.registry_commands import run_registry_command
+
+    return run_registry_command(args)
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="corral",
+        description="Bring up a local multi-service environment from one YAML file.",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="debug logging and tracebacks"
+    )
+    parser.set_defaults(command=lambda _args: _usage(parser))
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    up = _with_file(sub.add_parser("up", help="start the services (foreground)"))
+    up.add_argument("-d", "--detach", action="store_true", help="run in background")
+    up.add_argument("services", nargs="*", metavar="SERVICE")
+    up.set_defaults(command=_cmd_up)
+
+    config = _with_file(sub.add_parser("config", help="validate and print config"))
+    config.set_defaults(command=_cmd_config)
+
+    reg = sub.add_parser("registry", help="read and watch the service registry")
+    from supervisor.registry_commands import add_registry_arguments
+
+    add_registry_arguments(reg)
+    reg.set_defaults(command=_cmd_registry)
+
+    return parser
+
+
+def _with_file(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("-f", "--file", help="config file (default: corral.yaml)")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help=argparse.SUPPRESS,
+    )
+    return parser
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_usage(sys.stderr)
+    return 2
+
+
+def _configure_logging(verbose: bool | None) -> None:
+    level = logging.DEBUG if verbose or os.environ.get("CORRAL_DEBUG") else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+
+
+def _report(exc: BaseException, verbose: bool | None) -> None:
+    if verbose:
+        log.exception("corral failed")
+    print(f"corral: {exc}", file=sys.stderr)
