@@ -57,5 +57,6 @@ class WatcherStopped(RegistryError):
 
     def __init__(self, service: str = ""):
         self.service = service
-        super().__init__(f"watcher of {service!r} stopped" if service else
-                         "watcher stopped")
+        super().__init__(
+            f"watcher of {service!r} stopped" if service else "watcher stopped"
+        )
