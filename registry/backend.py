@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import abc
+import importlib
+import os
+import urllib.parse
+import urllib.request
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
+from registry.errors import RegistryLocationError
 from registry.instance import ServiceInstance
 
 if TYPE_CHECKING:
@@ -62,12 +67,67 @@ class Registry(abc.ABC):
 
     async def awatch(self, name: str) -> AsyncIterator[list[ServiceInstance]]:
         """Async form of watch(): yields the instances each time they change."""
-        raise NotImplementedError  # pragma: no cover - every backend overrides
+        from registry.watch import watch_async
+
+        async for instances in watch_async(self.watch(name)):
+            yield instances
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release what the backend holds (connections, threads)."""
 
 
-def open_registry(location: str) -> Registry:
-    """Open the registry at a plain path, a file:// URL or an etcd:// URL."""
-    raise NotImplementedError  # replaced by the registry implementation
+def open_registry(location: str | os.PathLike[str]) -> Registry:
+    """Open the registry at a plain path, a file:// URL or an etcd:// URL.
+
+    Raises RegistryLocationError for an empty location or another scheme.
+    """
+    text = os.fspath(location)
+    if not text.strip():
+        raise RegistryLocationError(text, "empty registry location")
+    scheme = _scheme(text)
+
+    if scheme == "":
+        from registry.file import FileRegistry
+
+        return FileRegistry(text)
+    if scheme == "file":
+        from registry.file import FileRegistry
+
+        return FileRegistry(_file_url_path(text))
+    if scheme == "etcd":
+        return _open_etcd(text)
+    raise RegistryLocationError(
+        text, f"unsupported scheme {scheme!r} (use a path, file:// or etcd://)"
+    )
+
+
+def _open_etcd(location: str) -> Registry:
+    # Imported only when asked for, so the file backend needs no etcd client.
+    try:
+        module = importlib.import_module("registry.etcd")
+    except ImportError as exc:
+        raise RegistryLocationError(
+            location, f"the etcd backend cannot be loaded: {exc}"
+        ) from exc
+    registry: Registry = module.EtcdRegistry(location)
+    return registry
+
+
+def _scheme(location: str) -> str:
+    # A Windows drive ("C:\\x" or "C:/x") parses as a one-letter scheme.
+    if "://" not in location:
+        return ""
+    scheme = urllib.parse.urlsplit(location).scheme.lower()
+    return "" if len(scheme) == 1 else scheme
+
+
+def _file_url_path(location: str) -> str:
+    parts = urllib.parse.urlsplit(location)
+    if parts.netloc not in ("", "localhost"):
+        raise RegistryLocationError(
+            location, f"file URL names host {parts.netloc!r}; only local files work"
+        )
+    path = urllib.request.url2pathname(urllib.parse.unquote(parts.path))
+    if not path:
+        raise RegistryLocationError(location, "file URL has no path")
+    return path
