@@ -89,7 +89,7 @@ def test_client_without_a_key_gets_no_answer(config: Path, served) -> None:  # t
         "import sys\n"
         "from multiprocessing.connection import Client\n"
         "c = Client(sys.argv[1])\n"
-        "c.send_bytes(b'{\"op\": \"ps\"}')\n"
+        'c.send_bytes(b\'{"op": "ps"}\')\n'
         "try:\n"
         "    while True:\n"
         "        print('GOT', c.recv_bytes())\n"
@@ -163,6 +163,8 @@ def test_long_state_paths_still_get_a_socket(tmp_path: Path) -> None:
     deep.mkdir(parents=True)
     config = deep / "corral.yaml"
     config.write_text("services: {}\n")
-    with ControlServer(config, FakeOrchestrator(["api"])):
-        with ControlClient.connect(config) as client:
-            assert client.request("ping")["pid"]
+    with (
+        ControlServer(config, FakeOrchestrator(["api"])),
+        ControlClient.connect(config) as client,
+    ):
+        assert client.request("ping")["pid"]
