@@ -31,6 +31,9 @@ class Probe:
     timeout: float = 1.0
     retries: int = 3
     initial_delay: float = 0.0
+    #: For `exec`: the command's arguments, each a template to render; the
+    #: target is the same command as one shell-quoted line, for display.
+    argv: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
