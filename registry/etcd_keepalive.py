@@ -1,12 +1,18 @@
-"""Keeping this process's etcd registrations alive: one lease per instance.
+"""Holding this process's etcd registrations: one lease per instance.
 
-Each registered instance is written under its own etcd lease, and one
-background thread refreshes every lease at a third of its TTL. While the
-server cannot be reached the thread keeps trying, with a growing pause and
-a warning per failure, for as long as the instance stays registered (the
-Kratos registrar gives up after five tries and the service silently drops
-out; we never give up). If the lease ran out meanwhile, or the server lost
-it, the record is written again under a new lease.
+Each registered instance is written under its own etcd lease. Two kinds:
+
+- kept (registered without a ttl): one background thread refreshes the
+  lease at a third of its TTL for as long as the instance stays
+  registered. While the server cannot be reached it keeps trying, with a
+  growing pause and a warning per failure (the Kratos registrar gives up
+  after five tries and the service silently drops out; we never give up).
+  If the lease ran out meanwhile, or the server lost it, the record is
+  written again under a new lease.
+- renewed (registered with a ttl): the lease lives only as long as the
+  caller renews it (Registry.renew, or the Lease context that renews in
+  the background), as the contract says of a ttl. A renewal that finds
+  the lease gone writes the record again under a new one.
 
 A process that dies stops refreshing, so its records vanish when their
 leases run out: no pruning is needed for them.
@@ -21,13 +27,15 @@ import threading
 import time
 from dataclasses import dataclass
 
-from registry.errors import RegistryError, RegistryUnavailable
+from registry.errors import RegistryError
 from registry.etcd_client import EtcdConnection
 
 log = logging.getLogger(__name__)
 
 #: The shortest lease etcd grants with its default election timeout.
 MIN_LEASE_SECONDS = 2
+#: Lease seconds of a kept record (Kratos's default registration ttl).
+DEFAULT_KEPT_TTL = 15
 # Pause after the first failed refresh; it doubles up to the maximum.
 _BACKOFF_FIRST = 0.2
 _BACKOFF_MAX = 5.0
@@ -40,14 +48,22 @@ def lease_seconds(ttl: float) -> int:
 
 @dataclass
 class _Held:
-    """One record this process keeps registered."""
+    """One record this process holds under a lease."""
 
     key: str
     value: str
     ttl: int
     lease: int
     due: float
+    #: The requested ttl of a renewed record; None for a kept one.
+    renew_within: float | None = None
+    renewed: float = 0.0
     failures: int = 0
+
+    @property
+    def kept(self) -> bool:
+        """Whether the background thread refreshes this lease."""
+        return self.renew_within is None
 
 
 class LeaseKeeper:
@@ -66,38 +82,65 @@ class LeaseKeeper:
         self._stopped = False
         self._thread: threading.Thread | None = None
 
-    def hold(self, key: str, value: str, ttl: int) -> None:
-        """Write `key` under a lease of `ttl` seconds and keep it alive."""
+    def hold(self, key: str, value: str, renew_within: float | None) -> None:
+        """Write `key` under a new lease.
+
+        With `renew_within` None the lease is kept alive here; otherwise it
+        lasts until renew() is not called within that many seconds (etcd
+        ends it after lease_seconds(renew_within)).
+        """
+        ttl = _lease_for(renew_within)
         with self._ops:
             old = self._held.get(key)
-            if old is not None and old.ttl == ttl and self._put_existing(old, value):
-                return
             lease = self._conn.grant(ttl)
             try:
                 self._conn.put(key, value, lease)
             except RegistryError:
                 self._revoke_quietly(lease)
                 raise
-            self._remember(_Held(key, value, ttl, lease, self._due(ttl)))
+            held = _Held(key, value, ttl, lease, self._due(ttl), renew_within)
+            held.renewed = time.monotonic()
+            self._remember(held)
             if old is not None:
                 self._revoke_quietly(old.lease)
 
-    def renew(self, key: str, value: str) -> bool:
+    def renew(self, key: str, value: str, renew_within: float | None) -> bool:
         """Refresh the lease of `key` now and rewrite its record.
 
-        Returns False when this keeper does not hold `key`.
+        Returns False when this keeper does not hold `key` with the same
+        kind of lease (the caller then registers it afresh).
         """
         with self._ops:
             held = self._held.get(key)
-            if held is None:
+            if held is None or held.renew_within != renew_within:
                 return False
             if self._conn.keep_alive(held.lease) <= 0:
+                log.warning("etcd lease of %s had run out; registering it again", key)
                 held.lease = self._conn.grant(held.ttl)
             self._conn.put(key, value, held.lease)
             held.value = value
             held.due = self._due(held.ttl)
+            held.renewed = time.monotonic()
             held.failures = 0
             return True
+
+    def overdue(self) -> list[tuple[str, str]]:
+        """(key, value) of renewed records not renewed within their ttl."""
+        now = time.monotonic()
+        with self._wake:
+            return [
+                (h.key, h.value)
+                for h in self._held.values()
+                if h.renew_within is not None and now - h.renewed > h.renew_within
+            ]
+
+    def drop(self, key: str) -> None:
+        """Forget `key` (already deleted by someone) and end its lease."""
+        with self._ops:
+            with self._wake:
+                held = self._held.pop(key, None)
+            if held is not None:
+                self._revoke_quietly(held.lease)
 
     def release(self, key: str) -> None:
         """Stop keeping `key` alive, delete it and end its lease."""
@@ -121,19 +164,6 @@ class LeaseKeeper:
                 self._held.clear()
             for item in held:
                 self._revoke_quietly(item.lease)
-
-    def _put_existing(self, held: _Held, value: str) -> bool:
-        # Reuse the current lease; if the server lost it, tell the caller
-        # to grant a new one.
-        try:
-            self._conn.put(held.key, value, held.lease)
-        except RegistryUnavailable:
-            raise
-        except RegistryError as exc:
-            log.debug("lease %s of %s is gone: %s", held.lease, held.key, exc)
-            return False
-        held.value = value
-        return True
 
     def _remember(self, held: _Held) -> None:
         with self._wake:
@@ -159,17 +189,18 @@ class LeaseKeeper:
             while not self._stopped:
                 now = time.monotonic()
                 items = list(self._held.values())
-                due = [h.key for h in items if h.due <= now]
+                kept = [h for h in items if h.kept]
+                due = [h.key for h in kept if h.due <= now]
                 if due:
                     return due
-                earliest = min((h.due for h in items), default=now + 60.0)
+                earliest = min((h.due for h in kept), default=now + 60.0)
                 self._wake.wait(earliest - now)
             return None
 
     def _refresh(self, key: str) -> None:
         with self._ops:
             held = self._held.get(key)
-            if held is None or held.due > time.monotonic():
+            if held is None or not held.kept or held.due > time.monotonic():
                 return
             try:
                 self._keep(held)
@@ -214,3 +245,9 @@ class LeaseKeeper:
     @staticmethod
     def _due(ttl: int) -> float:
         return time.monotonic() + ttl / 3.0
+
+
+def _lease_for(renew_within: float | None) -> int:
+    if renew_within is None:
+        return DEFAULT_KEPT_TTL
+    return lease_seconds(renew_within)

@@ -17,6 +17,14 @@ def file_location(tmp_path: Path) -> str:
     return str(tmp_path / "state" / "registry.json")
 
 
+def etcd_location(tmp_path: Path) -> str:
+    """A fresh namespace on the session's etcd server (skips without etcd)."""
+    from tests.etcd_server import shared_location
+
+    return shared_location()
+
+
 BACKENDS: dict[str, Callable[[Path], str]] = {
     "file": file_location,
+    "etcd": etcd_location,
 }
