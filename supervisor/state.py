@@ -1,0 +1,171 @@
+"""The state file `.corral/state.json`: who runs this environment.
+
+It records the supervisor and every child it spawned, each with its
+creation time, so that the next `corral up` can end what a supervisor that
+was killed outright left behind without ever touching a process that only
+reuses one of those pids. Format (version 1)::
+
+    {"version": 1, "config": "/abs/corral.yaml", "registry": "...",
+     "supervisor": {"pid": 41, "started": 1767000000.5},
+     "children": [{"instance": "api-1", "service": "api", "pid": 42,
+                   "started": 1767000001.25, "pgid": 42}],
+     "updated": 1767000002.0}
+
+Other keys (added by the control channel, say) are kept on every rewrite.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from supervisor import process
+
+log = logging.getLogger(__name__)
+
+STATE_NAME = "state.json"
+VERSION = 1
+
+
+def write_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON to a temporary file beside `path`, fsync, then replace."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=1)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+
+
+def read_state(path: Path) -> dict[str, Any] | None:
+    """The state file's content, or None when missing or unreadable."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring unreadable state file %s: %s", path, exc)
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def same_process(pid: int, started: float) -> bool:
+    """Whether `pid` still names the process created at `started`."""
+    try:
+        return abs(psutil.Process(pid).create_time() - started) <= 1.0
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:
+        return True  # exists but cannot be inspected: count it as alive
+
+
+def process_started(pid: int) -> float | None:
+    """The creation time of `pid`, or None if it cannot be read."""
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+class StateFile:
+    """The state file of one run, rewritten whenever a child comes or goes."""
+
+    def __init__(self, state_dir: Path, config: Path, registry: str) -> None:
+        self.path = state_dir / STATE_NAME
+        self._lock = threading.Lock()
+        pid = os.getpid()
+        self._data: dict[str, Any] = {
+            "version": VERSION,
+            "config": str(config),
+            "registry": registry,
+            "supervisor": {"pid": pid, "started": process_started(pid)},
+            "children": [],
+        }
+
+    def set(self, key: str, value: Any) -> None:
+        """Record another fact of the run (e.g. the control address)."""
+        with self._lock:
+            self._data[key] = value
+            self._write()
+
+    def set_children(self, children: list[dict[str, Any]]) -> None:
+        """Record the children that run now."""
+        with self._lock:
+            self._data["children"] = children
+            self._write()
+
+    def remove(self) -> None:
+        """Delete the file at a clean end of the run."""
+        with self._lock, contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    def _write(self) -> None:
+        self._data["updated"] = time.time()
+        try:
+            write_atomic(self.path, self._data)
+        except OSError as exc:
+            log.warning("cannot write state file %s: %s", self.path, exc)
+
+
+def previous_supervisor(data: dict[str, Any]) -> int | None:
+    """The pid of the supervisor that wrote `data`, if it still runs."""
+    sup = data.get("supervisor") or {}
+    pid, started = sup.get("pid"), sup.get("started")
+    if not isinstance(pid, int) or pid == os.getpid():
+        return None
+    if isinstance(started, (int, float)) and same_process(pid, float(started)):
+        return pid
+    return None
+
+
+def end_leftovers(data: dict[str, Any]) -> list[int]:
+    """End the children (and their process groups) a dead run left behind.
+
+    A child is ended only if its pid still has the recorded creation time.
+    Its process group is killed only when no process has the group's id as
+    its pid: a group id cannot be reused while the group has members, so
+    what is found in it then is truly what the old child left.
+    """
+    children = [c for c in data.get("children") or [] if isinstance(c, dict)]
+    owned = [
+        (int(c["pid"]), float(c["started"]))
+        for c in children
+        if isinstance(c.get("pid"), int) and isinstance(c.get("started"), (int, float))
+    ]
+    ended = process.kill_pids(owned)
+    for child in children:
+        pgid = child.get("pgid")
+        if isinstance(pgid, int) and not psutil.pid_exists(pgid):
+            ended.extend(_kill_group(pgid))
+    return ended
+
+
+def _kill_group(pgid: int) -> list[int]:
+    if sys.platform == "win32":
+        return []
+    members = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(OSError, psutil.Error):
+            if os.getpgid(proc.pid) == pgid:
+                members.append(proc.pid)
+    if members:
+        with contextlib.suppress(OSError):
+            os.killpg(pgid, signal.SIGKILL)
+    return members
