@@ -58,10 +58,20 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 def _cmd_up(args: argparse.Namespace) -> int:
     from supervisor.config import load_config
-    from supervisor.run import run_up
+    from supervisor.control import claim_run
 
     config = load_config(config_path(args))
-    return run_up(config, services=args.services, detach=args.detach)
+    if args.detach:
+        from supervisor.detach import up_detached
+
+        return up_detached(config, args.services)
+
+    from supervisor.run import run_up
+
+    # One supervisor per config, checked before anything starts (the claim
+    # dies with this process, so a crashed run never blocks the next).
+    with claim_run(config.path):
+        return run_up(config, services=args.services, detach=False)
 
 
 def _cmd_registry(args: argparse.Namespace) -> int:
@@ -85,6 +95,10 @@ def _build_parser() -> argparse.ArgumentParser:
     up.add_argument("-d", "--detach", action="store_true", help="run in background")
     up.add_argument("services", nargs="*", metavar="SERVICE")
     up.set_defaults(command=_cmd_up)
+
+    from supervisor.control_commands import add_control_parsers
+
+    add_control_parsers(sub, _with_file)
 
     config = _with_file(sub.add_parser("config", help="validate and print config"))
     config.set_defaults(command=_cmd_config)

@@ -44,6 +44,9 @@ MAX_MESSAGE = 1 << 20
 # Linux allows 107 bytes in a socket path, macOS 103; leave some room.
 _MAX_SOCKET_PATH = 100
 
+# Seconds claim_run waits for the lock before it calls the config taken.
+_CLAIM_PATIENCE = 1.0
+
 # State directories whose run claim this process holds (see claim_run).
 _held: set[Path] = set()
 
@@ -169,7 +172,9 @@ def claim_run(config_path: Path) -> Iterator[None]:
     state_dir = secure_dir(state_dir_of(config_path))
     lock = FileLock(str(state_dir / LOCK_NAME))
     try:
-        lock.acquire(timeout=0)
+        # A moment's patience: a client checking for a dead run holds the
+        # lock briefly (see claim_is_free).
+        lock.acquire(timeout=_CLAIM_PATIENCE)
     except Timeout:
         raise AlreadyRunning(config_path, running_pid(config_path)) from None
 
