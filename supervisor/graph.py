@@ -134,7 +134,8 @@ def start_levels(config: ProjectConfig) -> list[list[str]]:
             if name not in placed and all(n in placed for n in needs)
         ]
         if not ready:
-            raise DependencyError("", "", f"dependency cycle: {find_cycle(graph)}")
+            cycle = " -> ".join(find_cycle(graph))
+            raise DependencyError("", "", f"dependency cycle: {cycle}")
         for name in ready:
             placed[name] = len(levels)
         levels.append(ready)
