@@ -116,7 +116,9 @@ def parse_document(text: str, path: str) -> Document:
     if not isinstance(data, dict):
         raise RegistryCorrupt(path, "the top level must be a JSON object")
     _check_version(data.get("version"), path)
-    services = data.get("services") or {}
+    services = data.get("services")
+    if services is None:  # Go writes a nil map as null
+        services = {}
     if not isinstance(services, dict):
         raise RegistryCorrupt(path, "'services' must be an object")
 
