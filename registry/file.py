@@ -89,7 +89,7 @@ class FileRegistry(Registry):
         with self._store.update() as document:
             removed = _remove_stale(document)
         for instance in removed:
-            log.info("pruned stale instance %s/%s", instance.name, instance.id)
+            log.debug("pruned stale instance %s/%s", instance.name, instance.id)
         return removed
 
     def watch(
