@@ -16,7 +16,7 @@ from typing import Any
 
 from supervisor.config_render import render_config
 from supervisor.config_service import ServiceReader
-from supervisor.config_source import Source, ensure_mapping
+from supervisor.config_source import Source, ensure_mapping, environ_lookup
 from supervisor.errors import ConfigError
 from supervisor.graph import DependencyError, check_dependencies
 from supervisor.model import ProjectConfig, ServiceConfig
@@ -45,7 +45,7 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Project
     top = ensure_mapping(source, (), source.document.data)
     source.check_keys((), top, TOP_LEVEL_KEYS, extension_prefix="x-")
 
-    registry = _registry(source, top)
+    registry = _registry(source, top, env)
     services = _services(source, top, env, registry)
     _check_graph(source, services)
     _check_ports(source, services)
@@ -74,13 +74,14 @@ def _read(path: Path) -> Source:
     return Source(path, document)
 
 
-def _registry(source: Source, top: dict[str, Any]) -> str:
+def _registry(source: Source, top: dict[str, Any], env: dict[str, str]) -> str:
     """The registry location: a URL as given, or an absolute path."""
     base = source.path.parent
     if "registry" not in top:
         return str(base / DEFAULT_REGISTRY)
 
-    text = source.final_string(("registry",), top["registry"], os.environ.get)
+    lookup = environ_lookup(env)
+    text = source.final_string(("registry",), top["registry"], lookup)
     if not text:
         source.fail(("registry",), "must not be empty")
     if _URL.match(text):

@@ -11,6 +11,7 @@ import pytest
 from supervisor.config import load_config, render_config
 from supervisor.errors import ConfigError
 from supervisor.model import Dependency, ProjectConfig
+from tests.support import run_corral
 
 PYTHON = sys.executable
 ENV = {"PATH": str(Path(PYTHON).parent), "HOME": "/home/u"}
@@ -302,3 +303,46 @@ def test_rendered_config_loads_back_to_the_same_config(tmp_path: Path) -> None:
 
     assert again.services == first.services
     assert again.registry == first.registry
+
+
+def test_registry_path_may_use_environment_variables(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        "registry: ${STATE:-st}/r.json\nservices: {a: {command: PYTHON}}",
+        STATE="/srv/state",
+    )
+
+    assert config.registry == str(Path("/srv/state/r.json"))
+
+
+GOOD_CONFIGS = {
+    "minimal": "services: {a: {command: PYTHON -c pass}}",
+    "web_and_worker": """
+        services:
+          web:
+            command: PYTHON -m http.server ${PORT} --bind 127.0.0.1
+            port: auto
+            replicas: 2
+            readiness: {http: "http://127.0.0.1:${PORT}/"}
+          worker:
+            command: [PYTHON, -c, "import os; print(os.environ['WEB_ENDPOINTS'])"]
+            depends_on: {web: {condition: service_healthy}}
+            restart: "no"
+        """,
+}
+
+
+@pytest.mark.parametrize("name", sorted(GOOD_CONFIGS))
+def test_corral_config_prints_a_config_that_loads_the_same(
+    tmp_path: Path, name: str
+) -> None:
+    path = write(tmp_path, GOOD_CONFIGS[name])
+
+    result = run_corral("config", "-f", str(path), cwd=tmp_path, PATH=ENV["PATH"])
+
+    assert result.returncode == 0, result.stderr
+    (tmp_path / "out").mkdir()
+    printed = write(tmp_path / "out", result.stdout)
+    expected = load_config(path, environ=ENV).services
+    assert load_config(printed, environ=ENV).services == expected
+    assert not (tmp_path / ".corral").exists()
