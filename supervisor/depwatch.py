@@ -77,16 +77,21 @@ class DependencyWatcher:
         self._threads: list[threading.Thread] = []
 
     def start(self) -> DependencyWatcher:
-        """Start one watcher thread per (dependent, dependency) pair."""
+        """Start one watcher thread per (dependent, dependency) pair.
+
+        What the registry holds when this returns is the baseline: only a
+        later, different set of endpoints is acted on.
+        """
         for service in self.config.enabled().values():
             if service.on_dependency_change == "ignore":
                 continue
             for dep in service.depends_on:
                 watcher = self.registry.watch(dep.service)
                 self._watchers.append(watcher)
+                baseline = endpoint_set(watcher.next() or [])
                 thread = threading.Thread(
                     target=self._follow,
-                    args=(service.name, dep.service, watcher),
+                    args=(service.name, dep.service, watcher, baseline),
                     name=f"corral-depwatch-{service.name}-{dep.service}",
                     daemon=True,
                 )
@@ -101,10 +106,14 @@ class DependencyWatcher:
         for thread in self._threads:
             thread.join(timeout=5)
 
-    def _follow(self, dependent: str, dependency: str, watcher: Watcher) -> None:
+    def _follow(
+        self,
+        dependent: str,
+        dependency: str,
+        watcher: Watcher,
+        baseline: frozenset[str],
+    ) -> None:
         try:
-            first = watcher.next()
-            baseline = endpoint_set(first or [])
             while True:
                 current = endpoint_set(self._settled(watcher))
                 # An empty set means the dependency is down: there is nothing
