@@ -56,6 +56,11 @@ def run_registry_command(args: argparse.Namespace) -> int:
         print("usage: corral registry ls|get NAME|watch NAME|prune", file=sys.stderr)
         return 2
 
+    if not getattr(args, "verbose", False):
+        # watchfiles reports every file event at info; here that is noise
+        # between the lines a script reads.
+        logging.getLogger("watchfiles").setLevel(logging.WARNING)
+
     registry = open_registry(registry_location(args))
     try:
         return _ACTIONS[action](registry, args)
