@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from supervisor.config import load_config, render_config
+from supervisor.envfile import EnvFileError, read_env_file
 from supervisor.errors import ConfigError
+from supervisor.fields import normalise_signal, parse_duration
 from supervisor.model import Dependency, ProjectConfig
 from tests.support import run_corral
 
@@ -346,3 +348,59 @@ def test_corral_config_prints_a_config_that_loads_the_same(
     expected = load_config(path, environ=ENV).services
     assert load_config(printed, environ=ENV).services == expected
     assert not (tmp_path / ".corral").exists()
+
+
+@pytest.mark.parametrize(
+    ("given", "seconds"),
+    [
+        (3, 3.0),
+        (0.5, 0.5),
+        ("250ms", 0.25),
+        ("10s", 10.0),
+        ("2m", 120.0),
+        ("1h", 3600.0),
+        ("1m30s", 90.0),
+        ("1.5", 1.5),
+    ],
+)
+def test_durations(given: object, seconds: float) -> None:
+    assert parse_duration(given) == seconds
+
+
+@pytest.mark.parametrize("given", ["-1s", "10 seconds", "1x", "", "s", True, None, -2])
+def test_bad_durations_are_refused(given: object) -> None:
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(given)
+
+
+@pytest.mark.parametrize(
+    ("given", "name"),
+    [("TERM", "SIGTERM"), ("sigint", "SIGINT"), ("SIGUSR2", "SIGUSR2")],
+)
+def test_signal_names_are_normalised(given: str, name: str) -> None:
+    assert normalise_signal(given) == name
+
+
+def test_env_file_syntax(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_text(
+        "# comment\n\nexport A=1\nB = two words # note\nC='$x # kept'\n"
+        'D="line\\nbreak \\"q\\""\nE=\n'
+    )
+
+    assert read_env_file(env) == {
+        "A": "1",
+        "B": "two words",
+        "C": "$x # kept",
+        "D": 'line\nbreak "q"',
+        "E": "",
+    }
+
+
+def test_env_file_error_gives_the_line_without_its_content(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_text("A=1\nsupersecretvalue\n")
+
+    with pytest.raises(EnvFileError, match="line 2: expected KEY=value") as info:
+        read_env_file(env)
+    assert "supersecret" not in str(info.value)
