@@ -299,36 +299,41 @@ class ServiceReader:
     def _read_scalars(self, data: dict[str, Any], service: ServiceConfig) -> None:
         """The fields that hold one plain value each."""
         source, path, lookup = self.source, self.path, self.lookup
-        if "replicas" in data:
-            service.replicas = source.integer(
-                (*path, "replicas"), data["replicas"], lookup, 1
-            )
-        if isinstance(service.port, int) and service.replicas > 1:
-            source.fail(
-                (*path, "replicas"),
-                f"{service.replicas} replicas cannot share the fixed port "
-                f"{service.port}",
-                "use `port: auto` to give each replica its own port",
-            )
+        service.replicas = self._replicas(data.get("replicas", 1), service.port)
         if "version" in data:
             service.version = source.final_string(
                 (*path, "version"), data["version"], lookup
             )
+
         if "max_restarts" in data:
             service.max_restarts = source.integer(
                 (*path, "max_restarts"), data["max_restarts"], lookup, 0
             )
+        service.restart = self._restart(data.get("restart", "on-failure"))
+
         if "stop_grace_period" in data:
             service.stop_grace_period = source.duration(
                 (*path, "stop_grace_period"), data["stop_grace_period"], lookup
             )
-        if "disabled" in data:
-            service.disabled = source.boolean((*path, "disabled"), data["disabled"])
-        service.restart = self._restart(data.get("restart", "on-failure"))
         service.stop_signal = self._signal(data.get("stop_signal", "SIGTERM"))
         service.on_dependency_change = self._on_dependency_change(
             data.get("on_dependency_change", "ignore")
         )
+
+        if "disabled" in data:
+            service.disabled = source.boolean((*path, "disabled"), data["disabled"])
+
+    def _replicas(self, raw: Any, port: object) -> int:
+        """At least one; more than one needs a port per replica (`auto`)."""
+        path = (*self.path, "replicas")
+        replicas = self.source.integer(path, raw, self.lookup, 1)
+        if isinstance(port, int) and replicas > 1:
+            self.source.fail(
+                path,
+                f"{replicas} replicas cannot share the fixed port {port}",
+                "use `port: auto` to give each replica its own port",
+            )
+        return replicas
 
     def _read_structures(self, data: dict[str, Any], service: ServiceConfig) -> None:
         """The fields that hold lists and mappings."""
