@@ -13,7 +13,7 @@ import heapq
 import logging
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -61,25 +61,23 @@ def instance_files(logs_dir: Path) -> list[str]:
     )
 
 
-def read_lines(logs_dir: Path, instance: str, tail: int | None) -> list[Line]:
+def read_lines(
+    logs_dir: Path, instance: str, tail: int | None, current: BinaryIO | None = None
+) -> list[Line]:
     """An instance's lines, oldest first, rotated copies included.
 
-    With `tail`, only the last `tail` lines (0 gives none).
+    With `tail`, only the last `tail` lines (0 gives none). `current`, an
+    open handle on the instance's current file, is read to its end instead
+    of the file by name, so that a follower goes on exactly where this
+    stopped.
     """
     kept: collections.deque[Line] = collections.deque(maxlen=tail)
     previous = ""
-    for path in _rotated_oldest_first(logs_dir, instance):
-        for raw in _text_lines(path):
-            line = parse(instance, raw, previous)
-            previous = line.stamp
-            kept.append(line)
+    for raw in _all_lines(logs_dir, instance, current):
+        line = parse(instance, raw, previous)
+        previous = line.stamp
+        kept.append(line)
     return list(kept)
-
-
-def merged(logs_dir: Path, instances: Iterable[str], tail: int | None) -> list[Line]:
-    """The lines of several instances merged by time (stable per instance)."""
-    per_instance = [read_lines(logs_dir, name, tail) for name in instances]
-    return list(heapq.merge(*per_instance, key=lambda line: line.stamp))
 
 
 def show(
@@ -99,11 +97,17 @@ def show(
     names = instances if instances is not None else instance_files(logs_dir)
     out = printer or Printer()
     out.reserve(names)
-    for line in merged(logs_dir, names, tail):
+    follower = _Follower(logs_dir, instances, out) if follow else None
+
+    per_instance = [
+        read_lines(logs_dir, n, tail, follower.handle(n) if follower else None)
+        for n in names
+    ]
+    for line in heapq.merge(*per_instance, key=lambda line: line.stamp):
         out.line(line.instance, line.text)
 
-    if follow:
-        _Follower(logs_dir, instances, out).run(stop or threading.Event())
+    if follower is not None:
+        follower.run(stop or threading.Event())
 
 
 class _Follower:
@@ -115,7 +119,12 @@ class _Follower:
         self._out = out
         self._open: dict[str, tuple[BinaryIO, bytes]] = {}
         for name in self._names():
-            self._track(name, at_end=True)
+            self._track(name)
+
+    def handle(self, name: str) -> BinaryIO | None:
+        """The open handle on an instance's current file, for the first read."""
+        entry = self._open.get(name)
+        return entry[0] if entry else None
 
     def run(self, stop: threading.Event) -> None:
         """Print new lines until `stop` is set."""
@@ -135,20 +144,18 @@ class _Follower:
     def _names(self) -> list[str]:
         return self._fixed if self._fixed is not None else instance_files(self._dir)
 
-    def _track(self, name: str, at_end: bool) -> None:
+    def _track(self, name: str) -> None:
         try:
             handle = (self._dir / f"{name}.log").open("rb")
         except FileNotFoundError:
             return
-        if at_end:
-            handle.seek(0, os.SEEK_END)
         self._open[name] = (handle, b"")
 
     def _read_new(self) -> None:
         fresh: list[Line] = []
         for name in self._names():
             if name not in self._open:
-                self._track(name, at_end=False)
+                self._track(name)
                 self._out.reserve([name])
             if name in self._open:
                 fresh.extend(self._drain(name))
@@ -168,7 +175,7 @@ class _Follower:
         data = rest + handle.read()
         if rotated:
             handle.close()
-            self._track(name, at_end=False)
+            self._track(name)
             handle, _ = self._open[name]
             data += handle.read()
 
@@ -190,14 +197,27 @@ def _rotated(handle: BinaryIO, path: Path) -> bool:
         return False
 
 
-def _rotated_oldest_first(logs_dir: Path, instance: str) -> list[Path]:
-    current = logs_dir / f"{instance}.log"
+def _all_lines(
+    logs_dir: Path, instance: str, current: BinaryIO | None
+) -> Iterator[str]:
+    """The text lines of the rotated copies (oldest first), then the current
+    file (through `current` when given)."""
     backups = sorted(
         (p for p in logs_dir.glob(f"{instance}.log.*") if p.suffix[1:].isdigit()),
         key=lambda p: int(p.suffix[1:]),
         reverse=True,
     )
-    return [*backups, current] if current.exists() else backups
+    for path in backups:
+        yield from _text_lines(path)
+
+    if current is None:
+        yield from _text_lines(logs_dir / f"{instance}.log")
+        return
+    # Only whole lines: a partial last line is left for the follower.
+    data = current.read()
+    cut_at = data.rfind(b"\n") + 1
+    current.seek(cut_at - len(data), os.SEEK_CUR)
+    yield from data[:cut_at].decode("utf-8", errors="replace").split("\n")[:-1]
 
 
 def _text_lines(path: Path) -> Iterator[str]:

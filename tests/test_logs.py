@@ -83,10 +83,12 @@ def test_follow_prints_appended_rotated_and_new_instances(logs_dir: Path) -> Non
     stop = threading.Event()
     follower = threading.Thread(
         target=logs.show,
-        args=(logs_dir, None, 0, True, Printer(out, colour=False), stop),
+        args=(logs_dir, None, 1, True, Printer(out, colour=False), stop),
     )
     follower.start()
     try:
+        # The tail is printed once the follower holds the files open.
+        wait_for(lambda: "api five" in out.getvalue(), what="the tail")
         api = RotatingLog(logs_dir / "api-1.log", max_bytes=400, backups=2)
         api.write("after start", now=at(10))
         wait_for(lambda: "api-1 | after start" in out.getvalue(), what="appended")
@@ -105,7 +107,7 @@ def test_follow_prints_appended_rotated_and_new_instances(logs_dir: Path) -> Non
     text = out.getvalue()
     for n in range(12):
         assert text.count(f"burst {n}\n") == 1
-    assert "api one" not in text  # tail 0: only what came later
+    assert "api three" not in text  # tail 1: the last old line only
 
 
 def test_cli_logs_work_with_nothing_running(tmp_path: Path, logs_dir: Path) -> None:
