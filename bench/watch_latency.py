@@ -67,7 +67,7 @@ def measure(path: Path, mode: str, changes: int, interval: float) -> list[float]
 def _one_change(reg: FileRegistry, lines: IO[str], seq: int) -> float:
     # A random pause first, so changes do not fall in step with a poll.
     time.sleep(random.uniform(0, 0.05))
-    instance = ServiceInstance(id="bench-1", name="bench", metadata={"seq": seq})
+    instance = ServiceInstance(id="bench-1", name="bench", metadata={"seq": str(seq)})
     reg.register(instance)
     returned = time.monotonic()
 
