@@ -80,9 +80,12 @@ class EtcdRegistry(Registry):
         log.debug("registered %s (ttl %s)", self._key(instance), ttl)
 
     def renew(self, instance: ServiceInstance) -> None:
-        """Refresh the instance's lease now and write its whole record again.
+        """Refresh the instance's lease now and re-assert its whole record.
 
-        An instance this registry does not hold (registered by another
+        The record is written only when the stored one differs from it
+        (heartbeat aside) or is gone, so frequent renewals add no revisions
+        to etcd's history; the lease, not the heartbeat, keeps it alive. An
+        instance this registry does not hold (registered by another
         process, or pruned) is registered afresh with its `ttl`.
         """
         _stamp(instance, time.time())

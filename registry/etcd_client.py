@@ -217,6 +217,12 @@ class EtcdConnection:
         revision = int(result["header"]["revision"])
         return revision, [entry_from_kv(kv) for kv in result.get("kvs", [])]
 
+    def get_key(self, key: str) -> Entry | None:
+        """One key, or None when it does not exist."""
+        result = self.call(f"get {key}", "/kv/range", {"key": b64(key)})
+        kvs = result.get("kvs", [])
+        return entry_from_kv(kvs[0]) if kvs else None
+
     def put(self, key: str, value: str, lease: int) -> None:
         """Write one key, attached to `lease` (0: none)."""
         body: dict[str, Any] = {"key": b64(key), "value": b64(value)}

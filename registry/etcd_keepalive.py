@@ -20,6 +20,7 @@ leases run out: no pruning is needed for them.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import random
@@ -117,12 +118,25 @@ class LeaseKeeper:
             if self._conn.keep_alive(held.lease) <= 0:
                 log.warning("etcd lease of %s had run out; registering it again", key)
                 held.lease = self._conn.grant(held.ttl)
-            self._conn.put(key, value, held.lease)
-            held.value = value
+            self._reassert(held, value)
             held.due = self._due(held.ttl)
             held.renewed = time.monotonic()
             held.failures = 0
             return True
+
+    def _reassert(self, held: _Held, value: str) -> None:
+        # Writing on every renewal would add a revision to etcd's history
+        # each time (it grows until compacted) and wake every watcher of
+        # the prefix, Go ones included: write only what differs.
+        stored = self._conn.get_key(held.key)
+        if (
+            stored is None
+            or stored.lease != held.lease
+            or not same_record(stored.value, value)
+        ):
+            log.debug("writing %s again", held.key)
+            self._conn.put(held.key, value, held.lease)
+        held.value = value
 
     def overdue(self) -> list[tuple[str, str]]:
         """(key, value) of renewed records not renewed within their ttl."""
@@ -163,7 +177,13 @@ class LeaseKeeper:
                 held = list(self._held.values())
                 self._held.clear()
             for item in held:
-                self._revoke_quietly(item.lease)
+                try:
+                    self._conn.revoke(item.lease)
+                except RegistryError as exc:
+                    # Server unreachable: the remaining leases run out on
+                    # their own, no need to wait for each in turn.
+                    log.warning("could not end etcd leases on close: %s", exc)
+                    return
 
     def _remember(self, held: _Held) -> None:
         with self._wake:
@@ -245,6 +265,19 @@ class LeaseKeeper:
     @staticmethod
     def _due(ttl: int) -> float:
         return time.monotonic() + ttl / 3.0
+
+
+def same_record(a: str, b: str) -> bool:
+    """Whether two JSON records are equal but for their heartbeat."""
+    try:
+        first, second = json.loads(a), json.loads(b)
+    except ValueError:
+        return False
+    if not isinstance(first, dict) or not isinstance(second, dict):
+        return False
+    first.pop("heartbeat", None)
+    second.pop("heartbeat", None)
+    return bool(first == second)
 
 
 def _lease_for(renew_within: float | None) -> int:

@@ -64,6 +64,7 @@ class PrefixFollower:
         self._response: requests.Response | None = None
         self._thread: threading.Thread | None = None
         self._received = False
+        self._session = requests.Session()
 
     @property
     def revision(self) -> int:
@@ -89,6 +90,7 @@ class PrefixFollower:
         response = self._response
         if response is not None:
             _cut(response)
+        self._session.close()
 
     def _read_all(self) -> None:
         revision, entries = self._conn.get_prefix(self._prefix)
@@ -169,9 +171,10 @@ class PrefixFollower:
                 "progress_notify": True,
             }
         }
-        client = self._conn.client
-        response = client.session.post(
-            client.get_url("/watch"),
+        # A session of its own: a stream holds its connection for as long
+        # as it lasts, which must not starve the registry's other calls.
+        response = self._session.post(
+            self._conn.client.get_url("/watch"),
             json=request,
             stream=True,
             timeout=(self._conn.location.timeout, IDLE_REOPEN),

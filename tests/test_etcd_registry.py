@@ -96,6 +96,30 @@ def test_service_prefix_does_not_match_longer_names(reg: Registry) -> None:
     assert ids(reg.get_service("api")) == ["api-1"]
 
 
+def test_renewals_add_no_revisions_unless_the_record_changed(
+    reg: Registry, etcd_server: EtcdServer
+) -> None:
+    mine = api("api-1")
+    reg.register(mine)
+    before = _revision(etcd_server)
+
+    for _ in range(3):
+        reg.renew(mine)
+    assert _revision(etcd_server) == before
+
+    etcd_server.etcdctl(
+        "put", "/microservices/api/api-1", '{"id":"api-1","name":"api"}'
+    )
+    reg.renew(mine)
+    [got] = reg.get_service("api")
+    assert got.endpoints == ["http://127.0.0.1:8000"]
+
+
+def _revision(server: EtcdServer) -> int:
+    status = json.loads(server.etcdctl("endpoint", "status", "-w", "json"))
+    return int(status[0]["Status"]["header"]["revision"])
+
+
 # -- locations -------------------------------------------------------------
 
 
