@@ -138,10 +138,10 @@ def previous_supervisor(data: dict[str, Any]) -> int | None:
 def end_leftovers(data: dict[str, Any]) -> list[int]:
     """End the children (and their process groups) a dead run left behind.
 
-    A child is ended only if its pid still has the recorded creation time.
-    Its process group is killed only when no process has the group's id as
-    its pid: a group id cannot be reused while the group has members, so
-    what is found in it then is truly what the old child left.
+    A child is ended only if its pid still has the recorded creation time,
+    and its process group (whose id is the child's pid) only when that pid
+    is unused or still the old child's: a group id cannot be reused while
+    the group has members, so what is found in it is what the child left.
     """
     children = [c for c in data.get("children") or [] if isinstance(c, dict)]
     owned = [
@@ -150,10 +150,12 @@ def end_leftovers(data: dict[str, Any]) -> list[int]:
         if isinstance(c.get("pid"), int) and isinstance(c.get("started"), (int, float))
     ]
     ended = process.kill_pids(owned)
-    for child in children:
-        pgid = child.get("pgid")
-        if isinstance(pgid, int) and not psutil.pid_exists(pgid):
-            ended.extend(_kill_group(pgid))
+    for pid, started in owned:
+        # The group's id is the old child's pid. While that pid is unused
+        # or still names the old child (a zombie, say), no other group can
+        # have taken the id, so whatever is in the group is ours to end.
+        if not psutil.pid_exists(pid) or same_process(pid, started):
+            ended.extend(_kill_group(pid))
     return ended
 
 
