@@ -143,8 +143,14 @@ class EtcdRegistry(Registry):
                 removed.append(instance)
         return removed
 
-    def watch(self, name: str) -> Watcher:
-        """A watcher of one service, fed by etcd's watch on its keys."""
+    def watch(
+        self, name: str, *, polling: bool = False, poll_interval: float = 0.0
+    ) -> Watcher:
+        """A watcher of one service, fed by etcd's watch on its keys.
+
+        `polling` and `poll_interval` are accepted so that callers written
+        for FileRegistry work unchanged; etcd's watch needs no polling.
+        """
         prefix = self._service_prefix(name)
         source = EtcdSource(
             self._conn, prefix, lambda keys: decode_service(name, keys.values())
