@@ -133,6 +133,10 @@ def _configure_logging(verbose: bool | None) -> None:
     level = logging.DEBUG if verbose or os.environ.get("CORRAL_DEBUG") else logging.INFO
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
 
+    # watchfiles reports every batch of file events at info level; those are
+    # corral's own plumbing, not something a user asked to see.
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)
+
 
 def _report(exc: BaseException, verbose: bool | None) -> None:
     if verbose:
