@@ -139,7 +139,7 @@ class Instance:
             thread.join()
         with self._cond:
             if self._status.state != "failed":
-                self._set("stopped")
+                self._set("stopped", pid=None, endpoints=[])
 
     def fail(self, reason: str) -> None:
         """Mark the instance failed without running it (e.g. a dependency failed)."""
@@ -220,7 +220,7 @@ class Instance:
         elif completed:
             log.info("%s completed (exit code 0)", self.id)
         with self._cond:
-            self._set(state, pid=None, reason=reason, completed=completed)
+            self._set(state, pid=None, reason=reason, completed=completed, endpoints=[])
         self.hooks.changed(self)
 
     def _stopping(self) -> bool:

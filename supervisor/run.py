@@ -21,6 +21,7 @@ from types import FrameType
 
 from registry import Registry, RegistryCorrupt, RegistryError, open_registry
 from supervisor import graph, output, process, state
+from supervisor.control_attach import attach
 from supervisor.errors import StartFailed, UsageError
 from supervisor.instance import Hooks, Instance, InstanceStatus, Launch
 from supervisor.interpolate import endpoints_variable, render
@@ -64,6 +65,7 @@ class Orchestrator:
         self._closing = False
         self._closed = threading.Event()
         self._pending: set[str] = set()
+        self._held_down = False
         self._ports: dict[str, int] = {}
         self._port_lock = threading.Lock()
         self._logs: list[output.RotatingLog] = []
@@ -94,6 +96,8 @@ class Orchestrator:
         """Stop these services (default: all) and their dependents, dependents
         first; returns when they are down."""
         wanted = set(self._services(names))
+        with self._cond:
+            self._held_down |= not self._closing
         for name in list(wanted):
             wanted.update(graph.dependents(self.config, name))
         for level in graph.stop_levels(self.config):
@@ -121,7 +125,11 @@ class Orchestrator:
             return self._cond.wait_for(self._settled, timeout)
 
     def wait_idle(self) -> None:
-        """Block until nothing runs or restarts any more, or shutdown."""
+        """Block until shutdown, or until every service ended by itself.
+
+        Once services were stopped on request (`corral stop`), the run waits
+        for shutdown, so that they can be started again.
+        """
         with self._cond:
             self._cond.wait_for(lambda: self._closing or self._idle())
 
@@ -357,7 +365,9 @@ class Orchestrator:
     def _idle(self) -> bool:
         """Nothing waits, runs or restarts any more."""
         done = ("stopped", "failed")
-        return not self._pending and all(s.state in done for s in self.snapshot())
+        if self._held_down or self._pending:
+            return False
+        return all(s.state in done for s in self.snapshot())
 
     def _prune_loop(self) -> None:
         while True:
@@ -460,11 +470,13 @@ def run_up(
 ) -> int:
     """`corral up` in the foreground; returns the exit code.
 
-    Stops on SIGINT or SIGTERM (exit 0), or when nothing is left running
-    (exit 1 if a service failed, else 0).
+    Serves the control channel while it runs. Stops on SIGINT, SIGTERM or
+    `corral down` (exit 0), or once every service ended by itself (exit 1
+    if one failed, else 0). `detach` must be False: `corral up -d` starts
+    this same foreground run in the background (supervisor.detach).
     """
     if detach:
-        raise UsageError("corral up -d is not available in this build")
+        raise UsageError("run_up runs in the foreground; -d goes through detach")
     registry = open_run_registry(config)
     clean_previous_run(config, registry)
     state_file = state.StateFile(config.state_dir, config.path, config.registry)
@@ -473,8 +485,13 @@ def run_up(
     stop_requested = threading.Event()
     restore = _install_signal_handlers(orchestrator, stop_requested)
     try:
-        orchestrator.start(services or None)
-        orchestrator.wait_idle()
+        attachment = attach(config, orchestrator, registry)
+        try:
+            orchestrator.start(services or None)
+            orchestrator.wait_idle()
+        finally:
+            orchestrator.shutdown()
+            attachment.close()
     finally:
         orchestrator.shutdown()
         restore()
