@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import SplitResult, parse_qs, urlsplit
 
 from registry.errors import RegistryError, RegistryLocationError, RegistryUnavailable
 
@@ -76,7 +76,7 @@ def parse_etcd_url(url: str) -> EtcdLocation:
     return EtcdLocation(url, host, port, namespace, timeout)
 
 
-def _host_and_port(url: str, parts: Any) -> tuple[str, int]:
+def _host_and_port(url: str, parts: SplitResult) -> tuple[str, int]:
     fix = "; write etcd://HOST:PORT/PREFIX, e.g. etcd://127.0.0.1:2379/microservices"
     if parts.username or parts.password:
         raise RegistryLocationError(url, "user names in etcd URLs are not supported")
