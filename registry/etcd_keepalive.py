@@ -106,7 +106,7 @@ class LeaseKeeper:
                 self._revoke_quietly(old.lease)
 
     def renew(self, key: str, value: str, renew_within: float | None) -> bool:
-        """Refresh the lease of `key` now and rewrite its record.
+        """Refresh the lease of `key` now and re-assert its record.
 
         Returns False when this keeper does not hold `key` with the same
         kind of lease (the caller then registers it afresh).
