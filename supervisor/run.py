@@ -20,7 +20,7 @@ from pathlib import Path
 from types import FrameType
 
 from registry import Registry, RegistryCorrupt, RegistryError, open_registry
-from supervisor import graph, output, process, state
+from supervisor import graph, output, process, state, watchdog
 from supervisor.control_attach import attach
 from supervisor.errors import StartFailed, UsageError
 from supervisor.instance import Hooks, Instance, InstanceStatus, Launch
@@ -480,6 +480,7 @@ def run_up(
     registry = open_run_registry(config)
     clean_previous_run(config, registry)
     state_file = state.StateFile(config.state_dir, config.path, config.registry)
+    guard = watchdog.start(state_file.path)
     orchestrator = Orchestrator(config, registry, state_file=state_file)
 
     stop_requested = threading.Event()
@@ -496,6 +497,7 @@ def run_up(
         orchestrator.shutdown()
         restore()
         state_file.remove()
+        watchdog.release(guard)
     if stop_requested.is_set():
         return 0
     return 1 if orchestrator.failed() else 0
