@@ -196,3 +196,29 @@ def _down(project: Path) -> None:
     assert len(events(project, "web")) == 2
     assert events(project, "hup").count("hup") == 1
     assert len(events(project, "quiet")) == 1
+
+
+FAILING = """\
+services:
+  good: {command: python -c "import time; time.sleep(600)"}
+  bad: {command: python -c "import sys; sys.exit(3)", max_restarts: 0}
+  after:
+    command: python -c "import time; time.sleep(600)"
+    depends_on: {bad: {condition: service_healthy}}
+"""
+
+
+def test_up_detached_names_each_failed_service(tmp_path: Path) -> None:
+    config = tmp_path / "corral.yaml"
+    config.write_text(FAILING)
+    try:
+        result = run_corral("up", "-d", "-f", str(config), timeout=90)
+        assert result.returncode == 1
+        lines = result.stderr.splitlines()
+        assert len(lines) == 2, lines
+        assert lines[0].startswith("corral: after: ") and "'bad'" in lines[0]
+        assert lines[1].startswith("corral: bad: ") and "code 3" in lines[1]
+        assert ps(config)["good"]["state"] == "ready"
+    finally:
+        corral("down", "-f", str(config))
+    assert not (tmp_path / ".corral" / "control.key").exists()
