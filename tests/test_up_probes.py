@@ -1,0 +1,65 @@
+"""Liveness and log_line probes inside a running `corral up`."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import wait_for
+from tests.up_support import Up
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX shell")
+
+
+@pytest.fixture
+def runs() -> Iterator[list[Up]]:
+    started: list[Up] = []
+    yield started
+    for run in started:
+        run.close()
+
+
+def test_failed_liveness_deregisters_and_restarts(
+    tmp_path: Path, runs: list[Up]
+) -> None:
+    config = """
+    services:
+      live:
+        command: sleep 1000
+        liveness: {exec: "test ! -f sick", interval: 100ms, retries: 2}
+        backoff: {initial: 100ms}
+    """
+    run = Up(tmp_path, textwrap.dedent(config))
+    runs.append(run)
+    first = run.wait_registered("live-1")["live-1"]["pid"]
+
+    (tmp_path / "sick").touch()
+    wait_for(lambda: "live-1" not in run.instances(), what="live-1 deregistered")
+    (tmp_path / "sick").unlink()
+
+    def restarted() -> bool:
+        entry = run.instances().get("live-1")
+        return entry is not None and entry["pid"] != first
+
+    wait_for(restarted, what="live-1 back with a new pid")
+    assert run.has_line("live-1 liveness probe failed 2 times")
+
+
+def test_log_line_readiness_waits_for_the_line(tmp_path: Path, runs: list[Up]) -> None:
+    config = """
+    services:
+      talker:
+        command: sh -c "sleep 0.5; touch said; echo server is UP; sleep 1000"
+        readiness: {log_line: "is UP$", interval: 50ms, retries: 100}
+    """
+    run = Up(tmp_path, textwrap.dedent(config))
+    runs.append(run)
+
+    run.wait_registered("talker-1")
+
+    assert (tmp_path / "said").exists()
+    assert run.has_line("talker-1 | server is UP")
