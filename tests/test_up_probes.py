@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -63,3 +65,28 @@ def test_log_line_readiness_waits_for_the_line(tmp_path: Path, runs: list[Up]) -
 
     assert (tmp_path / "said").exists()
     assert run.has_line("talker-1 | server is UP")
+
+
+def test_own_record_is_repaired_after_a_foreign_rewrite(
+    tmp_path: Path, runs: list[Up]
+) -> None:
+    run = Up(tmp_path, "services:\n  idle:\n    command: sleep 1000\n")
+    runs.append(run)
+    pid = run.wait_registered("idle-1")["idle-1"]["pid"]
+
+    # What a reader that knows only the Kratos fields writes back.
+    data = json.loads(run.registry_path.read_text())
+    for group in data["services"].values():
+        for entry in group:
+            for key in ("pid", "pid_started", "host", "heartbeat"):
+                entry.pop(key, None)
+    foreign = run.registry_path.with_name("foreign.tmp")
+    foreign.write_text(json.dumps(data))
+    os.replace(foreign, run.registry_path)
+    assert "pid" not in run.instances()["idle-1"]
+
+    wait_for(
+        lambda: run.instances().get("idle-1", {}).get("pid") == pid,
+        timeout=3.0,
+        what="the record's pid written back",
+    )
