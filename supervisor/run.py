@@ -201,9 +201,13 @@ class Orchestrator:
             if problem is not None:
                 for inst in self._of(name):
                     inst.fail(problem)
-            elif not self._closing:
-                for inst in self._of(name):
-                    inst.start()
+                return
+            with self._cond:
+                # Checked and started under the lock that shutdown takes to
+                # set _closing, so nothing starts behind a shutdown's back.
+                if not self._closing:
+                    for inst in self._of(name):
+                        inst.start()
         finally:
             with self._cond:
                 self._pending.discard(name)
