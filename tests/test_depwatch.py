@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -38,31 +38,41 @@ services:
 
 
 class Recorder:
-    """DependentActions that write down what they were asked to do."""
+    """DependentActions that write down what they were asked to do, with
+    the endpoints of api that the registry held at that moment."""
 
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str]] = []
+    def __init__(self, registry: FileRegistry) -> None:
+        self.registry = registry
+        self.calls: list[tuple[str, str, str]] = []
         self.changed = threading.Condition()
 
-    def _add(self, call: tuple[str, str]) -> None:
+    def _add(self, action: str, name: str) -> None:
+        now = ",".join(e for i in self.registry.get_service("api") for e in i.endpoints)
         with self.changed:
-            self.calls.append(call)
+            self.calls.append((action, name, now))
             self.changed.notify_all()
 
     def restart_service(self, name: str) -> None:
-        self._add(("restart", name))
+        self._add("restart", name)
 
     def signal_service(self, name: str, signum: int) -> None:
-        self._add((signal.Signals(signum).name, name))
+        self._add(signal.Signals(signum).name, name)
 
     def is_running(self, name: str) -> bool:
         return name != "stopped"
 
-    def wait_count(self, count: int, timeout: float = 10.0) -> list[tuple[str, str]]:
+    def wait_until(self, what: str, predicate: Callable[[], bool]) -> None:
         with self.changed:
-            done = self.changed.wait_for(lambda: len(self.calls) >= count, timeout)
-            assert done, f"expected {count} calls, got {self.calls}"
-            return sorted(self.calls)
+            done = self.changed.wait_for(predicate, 10.0)
+        assert done, f"timed out waiting for {what}: {self.calls}"
+
+    def seen_names(self) -> set[str]:
+        return {who for _action, who, _seen in self.calls}
+
+    def of(self, name: str) -> list[str]:
+        """The endpoints seen at each call for the dependent `name`."""
+        with self.changed:
+            return [seen for _action, who, seen in self.calls if who == name]
 
 
 @pytest.fixture
@@ -72,8 +82,9 @@ def setup(tmp_path: Path) -> Iterator[tuple[FileRegistry, Recorder]]:
     config = load_config(path)
     registry = FileRegistry(tmp_path / ".corral" / "registry.json")
     registry.register(api(1001))  # what the dependents started with
-    recorder = Recorder()
-    watcher = DependencyWatcher(config, registry, recorder, settle=0.1).start()
+    recorder = Recorder(registry)
+    # settle 0: each state the registry passes through is judged on its own.
+    watcher = DependencyWatcher(config, registry, recorder, settle=0.0).start()
     yield registry, recorder
     watcher.close()
 
@@ -88,21 +99,32 @@ def test_a_new_set_of_endpoints_acts_once(
     setup: tuple[FileRegistry, Recorder],
 ) -> None:
     registry, recorder = setup
-    registry.deregister(api(1001))  # a restart: gone, then back elsewhere
-    registry.register(api(1002))
-    assert recorder.wait_count(2) == [("SIGTERM", "hupper"), ("restart", "restarter")]
+    follow = registry.watch("api")
+    follow.next()
+
+    def step(change: Callable[[], None]) -> None:
+        # Each state is seen by a watcher before the next, so no step is
+        # merged away before the watcher under test could see it.
+        change()
+        follow.next(timeout=10)
+
+    step(lambda: registry.deregister(api(1001)))  # a restart: gone...
+    step(lambda: registry.register(api(1002)))  # ...then back elsewhere
+    both = {"restarter", "hupper"}
+    recorder.wait_until("one action each", lambda: both <= recorder.seen_names())
 
     # A rewrite of the same record, and a restart on the same endpoint, are
-    # not changes; the next real change is the only one that counts.
+    # not changes; the next real change is the only other one that counts.
     registry.register(api(1002))
-    registry.deregister(api(1002))
-    registry.register(api(1002))
-    registry.register(api(1003))
-    calls = recorder.wait_count(4)
-    assert calls.count(("restart", "restarter")) == 2
-    assert calls.count(("SIGTERM", "hupper")) == 2
-    assert len(calls) == 4, calls
-    assert not [c for c in calls if c[1] in ("quiet", "stopped")]
+    step(lambda: registry.deregister(api(1002)))
+    step(lambda: registry.register(api(1002)))
+    step(lambda: registry.register(api(1003)))
+    new = "http://127.0.0.1:1003"
+    for name in both:
+        recorder.wait_until(f"{name} to see 1003", lambda n=name: new in recorder.of(n))
+        assert recorder.of(name) == ["http://127.0.0.1:1002", new]
+    assert [c[0] for c in recorder.calls if c[1] == "hupper"] == ["SIGTERM"] * 2
+    assert recorder.seen_names() == both
 
 
 def test_signal_names_with_and_without_prefix() -> None:
