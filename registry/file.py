@@ -57,8 +57,14 @@ class FileRegistry(Registry):
 
         The record is re-inserted if it went missing, and fields that another
         writer dropped (pid, ttl, heartbeat...) come back from `instance`.
+        A record without a lease that is stored exactly as asserted is left
+        as it is: its heartbeat decides nothing, and rewriting it would wake
+        every watcher of the folder for no change.
         """
         now = time.time()
+        if instance.ttl is None and _unchanged(self._store.read(), instance, now):
+            return
+
         with self._store.update() as document:
             stored = document.find(instance.name, instance.id)
             _inherit(instance, stored)
@@ -147,6 +153,23 @@ def _inherit(instance: ServiceInstance, stored: ServiceInstance | None) -> None:
         instance.host = instance.host or stored.host
     if not instance.timestamp:
         instance.timestamp = stored.timestamp
+
+
+def _unchanged(document: Document, instance: ServiceInstance, now: float) -> bool:
+    stored = document.find(instance.name, instance.id)
+    if stored is None:
+        return False
+
+    wanted = _copy(instance)
+    _inherit(wanted, stored)
+    _stamp(wanted, now)
+    return _without_heartbeat(wanted) == _without_heartbeat(stored)
+
+
+def _without_heartbeat(instance: ServiceInstance) -> dict[str, object]:
+    data = instance.to_dict()
+    data.pop("heartbeat", None)
+    return data
 
 
 def _copy(instance: ServiceInstance) -> ServiceInstance:
