@@ -16,7 +16,6 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import watchfiles
 
@@ -62,18 +61,17 @@ def instance_files(logs_dir: Path) -> list[str]:
 
 
 def read_lines(
-    logs_dir: Path, instance: str, tail: int | None, current: BinaryIO | None = None
+    logs_dir: Path, instance: str, tail: int | None, follower: _Follower | None = None
 ) -> list[Line]:
     """An instance's lines, oldest first, rotated copies included.
 
-    With `tail`, only the last `tail` lines (0 gives none). `current`, an
-    open handle on the instance's current file, is read to its end instead
-    of the file by name, so that a follower goes on exactly where this
-    stopped.
+    With `tail`, only the last `tail` lines (0 gives none). With a
+    `follower`, it is told how far the current file was read, so that it
+    goes on exactly there.
     """
     kept: collections.deque[Line] = collections.deque(maxlen=tail)
     previous = ""
-    for raw in _all_lines(logs_dir, instance, current):
+    for raw in _all_lines(logs_dir, instance, follower):
         line = parse(instance, raw, previous)
         previous = line.stamp
         kept.append(line)
@@ -99,10 +97,7 @@ def show(
     out.reserve(names)
     follower = _Follower(logs_dir, instances, out) if follow else None
 
-    per_instance = [
-        read_lines(logs_dir, n, tail, follower.handle(n) if follower else None)
-        for n in names
-    ]
+    per_instance = [read_lines(logs_dir, n, tail, follower) for n in names]
     for line in heapq.merge(*per_instance, key=lambda line: line.stamp):
         out.line(line.instance, line.text)
 
@@ -110,77 +105,82 @@ def show(
         follower.run(stop or threading.Event())
 
 
+@dataclass
+class _Position:
+    """How far a follower has read one file: which file (by inode, so a
+    rotation shows), the byte offset, and a partial last line."""
+
+    inode: int
+    offset: int
+    rest: bytes = b""
+
+
 class _Follower:
-    """Reads what is appended to the log files, across rotations."""
+    """Reads what is appended to the log files, across rotations.
+
+    Files are opened only for each read, never held: on Windows an open
+    file could not be renamed by the supervisor's rotation.
+    """
 
     def __init__(self, logs_dir: Path, instances: list[str] | None, out: Printer):
         self._dir = logs_dir
         self._fixed = instances
         self._out = out
-        self._open: dict[str, tuple[BinaryIO, bytes]] = {}
-        for name in self._names():
-            self._track(name)
+        self._at: dict[str, _Position] = {}
 
-    def handle(self, name: str) -> BinaryIO | None:
-        """The open handle on an instance's current file, for the first read."""
-        entry = self._open.get(name)
-        return entry[0] if entry else None
+    def read_current(self, name: str) -> bytes:
+        """The whole lines of an instance's current file; remember the end."""
+        data, inode = _read_from(self._dir / f"{name}.log", 0)
+        if inode is None:
+            return b""
+        whole = data[: data.rfind(b"\n") + 1]
+        self._at[name] = _Position(inode, len(whole))
+        return whole
 
     def run(self, stop: threading.Event) -> None:
         """Print new lines until `stop` is set."""
         self._dir.mkdir(parents=True, exist_ok=True)
-        try:
-            for _changes in watchfiles.watch(
-                self._dir,
-                stop_event=stop,
-                yield_on_timeout=True,
-                rust_timeout=_FOLLOW_WAKE_MS,
-            ):
-                self._read_new()
-        finally:
-            for handle, _rest in self._open.values():
-                handle.close()
+        for _changes in watchfiles.watch(
+            self._dir,
+            stop_event=stop,
+            yield_on_timeout=True,
+            rust_timeout=_FOLLOW_WAKE_MS,
+        ):
+            self._read_new()
 
     def _names(self) -> list[str]:
         return self._fixed if self._fixed is not None else instance_files(self._dir)
 
-    def _track(self, name: str) -> None:
-        try:
-            handle = (self._dir / f"{name}.log").open("rb")
-        except FileNotFoundError:
-            return
-        self._open[name] = (handle, b"")
-
     def _read_new(self) -> None:
         fresh: list[Line] = []
         for name in self._names():
-            if name not in self._open:
-                self._track(name)
+            if name not in self._at:
                 self._out.reserve([name])
-            if name in self._open:
-                fresh.extend(self._drain(name))
+            fresh.extend(self._drain(name))
         for line in sorted(fresh, key=lambda line: line.stamp):
             self._out.line(line.instance, line.text)
 
     def _drain(self, name: str) -> list[Line]:
-        """New whole lines of one instance; reopens the file after a rotation.
+        """New whole lines of one instance, also across a rotation.
 
-        The open handle keeps reading the file it was opened on, now renamed
-        to `.1`, so nothing written just before the rotation is lost.
+        After a rotation the rest of the old file (now `.1`) is read first,
+        so nothing written just before it is lost.
         """
-        handle, rest = self._open[name]
-        # Look for a rotation before reading, so that whatever the old file
-        # got until it was renamed is read before switching.
-        rotated = _rotated(handle, self._dir / f"{name}.log")
-        data = rest + handle.read()
-        if rotated:
-            handle.close()
-            self._track(name)
-            handle, _ = self._open[name]
-            data += handle.read()
+        current = self._dir / f"{name}.log"
+        at = self._at.get(name) or _Position(_inode(current) or 0, 0)
+        data = at.rest
+        inode = _inode(current)
+        if inode is not None and inode != at.inode:
+            data += _rest_of_rotated(self._dir, name, at)
+            at = _Position(inode, 0)
 
-        *whole, rest = data.split(b"\n")
-        self._open[name] = (handle, rest)
+        chunk, read_inode = _read_from(current, at.offset)
+        if read_inode == at.inode:
+            data += chunk
+            at.offset += len(chunk)
+        *whole, at.rest = data.split(b"\n")
+        self._at[name] = at
+
         lines: list[Line] = []
         previous = ""
         for raw in whole:
@@ -190,18 +190,38 @@ class _Follower:
         return lines
 
 
-def _rotated(handle: BinaryIO, path: Path) -> bool:
+def _inode(path: Path) -> int | None:
     try:
-        return os.fstat(handle.fileno()).st_ino != path.stat().st_ino
+        return path.stat().st_ino
     except FileNotFoundError:
-        return False
+        return None
+
+
+def _read_from(path: Path, offset: int) -> tuple[bytes, int | None]:
+    """The bytes of `path` from `offset`, and the inode they came from."""
+    try:
+        with path.open("rb") as handle:
+            inode = os.fstat(handle.fileno()).st_ino
+            handle.seek(offset)
+            return handle.read(), inode
+    except FileNotFoundError:
+        return b"", None
+
+
+def _rest_of_rotated(logs_dir: Path, name: str, at: _Position) -> bytes:
+    """What the file `at` points to got after `at.offset`, found by inode
+    among the rotated copies (empty if it is gone already)."""
+    for path in sorted(logs_dir.glob(f"{name}.log.*")):
+        if _inode(path) == at.inode:
+            return _read_from(path, at.offset)[0]
+    return b""
 
 
 def _all_lines(
-    logs_dir: Path, instance: str, current: BinaryIO | None
+    logs_dir: Path, instance: str, follower: _Follower | None
 ) -> Iterator[str]:
     """The text lines of the rotated copies (oldest first), then the current
-    file (through `current` when given)."""
+    file (read through `follower` when given)."""
     backups = sorted(
         (p for p in logs_dir.glob(f"{instance}.log.*") if p.suffix[1:].isdigit()),
         key=lambda p: int(p.suffix[1:]),
@@ -210,14 +230,11 @@ def _all_lines(
     for path in backups:
         yield from _text_lines(path)
 
-    if current is None:
+    if follower is None:
         yield from _text_lines(logs_dir / f"{instance}.log")
         return
-    # Only whole lines: a partial last line is left for the follower.
-    data = current.read()
-    cut_at = data.rfind(b"\n") + 1
-    current.seek(cut_at - len(data), os.SEEK_CUR)
-    yield from data[:cut_at].decode("utf-8", errors="replace").split("\n")[:-1]
+    data = follower.read_current(instance)
+    yield from data.decode("utf-8", errors="replace").split("\n")[:-1]
 
 
 def _text_lines(path: Path) -> Iterator[str]:
