@@ -64,7 +64,9 @@ def spawn_supervisor(
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     extra: dict[str, Any]
     if sys.platform == "win32":
-        flags = subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.DETACHED_PROCESS
+        # A hidden console rather than none (DETACHED_PROCESS): the runtime
+        # stops children with CTRL_BREAK_EVENT, which needs a console.
+        flags = subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW
         extra = {"creationflags": flags}
     else:
         extra = {"start_new_session": True}
