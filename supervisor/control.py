@@ -24,7 +24,8 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from multiprocessing.connection import Client
+from multiprocessing import AuthenticationError
+from multiprocessing.connection import Client, answer_challenge, deliver_challenge
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -37,6 +38,9 @@ log = logging.getLogger(__name__)
 SOCKET_NAME = "control.sock"
 KEY_NAME = "control.key"
 LOCK_NAME = "control.lock"
+
+#: Seconds a client waits for a supervisor to begin the handshake.
+HANDSHAKE_TIMEOUT = 10.0
 
 #: Upper bound of one request or reply, in bytes.
 MAX_MESSAGE = 1 << 20
@@ -235,7 +239,7 @@ class ControlClient:
             raise _not_running(config_path, stale=False)
 
         try:
-            conn = Client(control_address(state_dir), authkey=key)
+            conn = Client(control_address(state_dir))
         except (FileNotFoundError, ConnectionRefusedError):
             stale = claim_is_free(state_dir)
             if stale:
@@ -243,6 +247,26 @@ class ControlClient:
             raise _not_running(config_path, stale) from None
         except OSError as exc:
             raise ControlError(f"{config_path}: control channel: {exc}") from exc
+
+        # The handshake by hand, to bound the wait for the first message: a
+        # supervisor that is stopped (SIGSTOP) or wedged must not hang us.
+        try:
+            if not conn.poll(HANDSHAKE_TIMEOUT):
+                raise ControlError(
+                    f"{config_path}: the supervisor accepted the connection but "
+                    f"did not answer within {HANDSHAKE_TIMEOUT:g} s"
+                )
+            answer_challenge(conn, key)
+            deliver_challenge(conn, key)
+        except (AuthenticationError, EOFError, OSError) as exc:
+            conn.close()
+            raise ControlError(
+                f"{config_path}: the supervisor refused this client ({exc}); "
+                f"is {state_dir / KEY_NAME} from another run?"
+            ) from exc
+        except ControlError:
+            conn.close()
+            raise
         return cls(config_path, conn)
 
     def request(self, op: str, **fields: Any) -> dict[str, Any]:

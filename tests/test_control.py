@@ -179,3 +179,25 @@ def test_long_state_paths_still_get_a_socket(tmp_path: Path) -> None:
         ControlClient.connect(config) as client,
     ):
         assert client.request("ping")["pid"]
+
+
+@posix_only
+def test_a_stopped_supervisor_does_not_hang_a_client(
+    config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import signal
+
+    monkeypatch.setattr("supervisor.control.HANDSHAKE_TIMEOUT", 0.5)
+    script = str(REPO / "tests" / "control_fake.py")
+    proc = subprocess.Popen(
+        [sys.executable, script, str(config), "api"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "serving"
+        proc.send_signal(signal.SIGSTOP)
+        with pytest.raises(ControlError, match=r"did not answer within 0\.5 s"):
+            ControlClient.connect(config)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
