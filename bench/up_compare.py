@@ -182,10 +182,11 @@ def launchers(args: argparse.Namespace) -> dict[str, Callable[[Case], Launch]]:
     if "bare" in wanted:
         found["bare spawn (floor)"] = bare_spawn
     if "corral" in wanted:
-        for interval in (float(i) for i in args.corral_intervals.split(",")):
-            found[f"corral (probe every {interval:g} s)"] = lambda case, i=interval: (
-                corral_up(case, i)
-            )
+        intervals = [float(i) for i in args.corral_intervals.split(",")]
+        for interval in intervals:
+            label = f"corral (probe every {interval:g} s)"
+            label = label if len(intervals) > 1 else "corral"
+            found[label] = lambda case, i=interval: corral_up(case, i)
     for name, runner in (("honcho", honcho_start), ("supervisord", supervisord_start)):
         if name not in wanted:
             continue
