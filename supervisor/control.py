@@ -70,13 +70,18 @@ class AlreadyRunning(CorralError):
 
     exit_code = 1
 
-    def __init__(self, config: Path, pid: int | None):
+    def __init__(self, config: Path, pid: int | None, running: Path | None = None):
         self.config = config
         self.pid = pid
+        self.running = running or config
         who = f" (pid {pid})" if pid else ""
+        if self.running.resolve() == config.resolve():
+            what = f"corral is already running for this config{who}"
+        else:
+            # `.corral/` belongs to the folder, so two configs there share it.
+            what = f"{self.running} already runs in this folder{who}"
         super().__init__(
-            f"{config}: corral is already running for this config{who}; "
-            f"stop it with `corral down -f {config}`"
+            f"{config}: {what}; stop it with `corral down -f {self.running}`"
         )
 
 
@@ -180,7 +185,7 @@ def claim_run(config_path: Path) -> Iterator[None]:
         # lock briefly (see claim_is_free).
         lock.acquire(timeout=_CLAIM_PATIENCE)
     except Timeout:
-        raise AlreadyRunning(config_path, running_pid(config_path)) from None
+        raise AlreadyRunning(config_path, *whoever_runs(config_path)) from None
 
     _held.add(state_dir.resolve())
     remove_endpoint(state_dir)
@@ -211,12 +216,24 @@ def claim_is_free(state_dir: Path) -> bool:
 
 def running_pid(config_path: Path) -> int | None:
     """The pid of the supervisor of this config, or None if none answers."""
+    return whoever_runs(config_path)[0]
+
+
+def whoever_runs(config_path: Path) -> tuple[int | None, Path | None]:
+    """The pid and config of the supervisor serving this config's folder.
+
+    (None, None) when none answers.
+    """
     try:
-        with ControlClient.connect(config_path) as client:
-            pid = client.request("ping").get("pid")
+        with ControlClient.connect(config_path, check_config=False) as client:
+            reply = client.request("ping")
     except CorralError:
-        return None
-    return pid if isinstance(pid, int) else None
+        return None, None
+    pid, config = reply.get("pid"), reply.get("config")
+    return (
+        pid if isinstance(pid, int) else None,
+        Path(config) if isinstance(config, str) else None,
+    )
 
 
 class ControlClient:
@@ -227,12 +244,31 @@ class ControlClient:
         self._conn = conn
 
     @classmethod
-    def connect(cls, config_path: Path) -> ControlClient:
+    def connect(cls, config_path: Path, check_config: bool = True) -> ControlClient:
         """Connect and authenticate; NotRunning when no supervisor answers.
 
         A socket or key left by a supervisor that died is removed on the
-        way, so the next command finds a clean folder.
+        way, so the next command finds a clean folder. With `check_config`,
+        a supervisor of another config in the same folder is NotRunning too.
         """
+        client = cls(config_path, cls._open(config_path))
+        if check_config:
+            client._check_config()
+        return client
+
+    def _check_config(self) -> None:
+        reply = self.request("ping")
+        running = Path(str(reply.get("config")))
+        if running.resolve() != self.config_path.resolve():
+            self.close()
+            raise NotRunning(
+                f"{self.config_path}: nothing is running for this config; "
+                f"{running} runs in this folder (pid {reply.get('pid')})"
+            )
+
+    @staticmethod
+    def _open(config_path: Path) -> Channel:
+        """The authenticated connection to the supervisor of this folder."""
         state_dir = state_dir_of(config_path)
         key = read_key(state_dir)
         if key is None:
@@ -267,7 +303,7 @@ class ControlClient:
         except ControlError:
             conn.close()
             raise
-        return cls(config_path, conn)
+        return conn
 
     def request(self, op: str, **fields: Any) -> dict[str, Any]:
         """Send one request and return the reply; ControlError if it failed."""

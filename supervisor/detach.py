@@ -17,8 +17,8 @@ from supervisor.control import (
     ControlClient,
     claim_is_free,
     remove_endpoint,
-    running_pid,
     secure_dir,
+    whoever_runs,
 )
 from supervisor.errors import NotRunning, StartFailed
 from supervisor.logs import SUPERVISOR_LOG
@@ -36,7 +36,7 @@ def up_detached(config: ProjectConfig, services: Sequence[str]) -> int:
     Prints one line per failed service, naming it and why.
     """
     if not claim_is_free(config.state_dir):
-        raise AlreadyRunning(config.path, running_pid(config.path))
+        raise AlreadyRunning(config.path, *whoever_runs(config.path))
     # Nobody holds the claim, so a socket or key found now is a dead run's;
     # removing it before spawning leaves only the new supervisor's to find.
     remove_endpoint(config.state_dir)

@@ -135,3 +135,19 @@ def test_durations_read_well() -> None:
     assert format_duration(125) == "2m05s"
     assert format_duration(3 * 3600 + 7 * 60) == "3h07m"
     assert format_duration(2 * 86400 + 3600) == "2d01h"
+
+
+def test_another_config_in_the_same_folder_is_named(
+    config: Path, fake: subprocess.Popen[str]
+) -> None:
+    other = config.with_name("other.yaml")
+    other.write_text(CONFIG)
+    result = run_corral("ps", "-f", str(other))
+    assert result.returncode == 1
+    assert f"{other}: nothing is running for this config; {config} runs" in (
+        result.stderr
+    )
+
+    result = run_corral("up", "-d", "-f", str(other))
+    assert result.returncode == 1
+    assert f"{config} already runs in this folder (pid {fake.pid})" in result.stderr
