@@ -22,6 +22,10 @@ log = logging.getLogger(__name__)
 
 _RUNNING = ("starting", "ready", "restarting")
 
+#: Seconds `start` and `restart` wait for dependents to react to new
+#: endpoints (see supervisor.depwatch) before returning anyway.
+DEPENDENTS_TIMEOUT = 10.0
+
 
 class RuntimeStatus(Protocol):
     """One instance as the runtime reports it."""
@@ -63,20 +67,30 @@ class RuntimeAdapter:
 
     def __init__(self, runtime: Runtime):
         self.runtime = runtime
+        self.depwatch: DependencyWatcher | None = None
 
     def start(self, names: Sequence[str]) -> None:
-        """Start and return once every started instance is ready or failed."""
+        """Start and return once every started instance is ready or failed,
+        and the dependents of these services reacted to their endpoints."""
         self.runtime.start(names)
+        self._settle(names)
+
+    def _settle(self, names: Sequence[str]) -> None:
         self.runtime.wait_settled()
+        if self.depwatch is not None and self.depwatch.caught_up(
+            names, DEPENDENTS_TIMEOUT
+        ):
+            self.runtime.wait_settled()
 
     def stop(self, names: Sequence[str]) -> None:
         """Stop (the runtime returns when they are down)."""
         self.runtime.stop(names)
 
     def restart(self, names: Sequence[str]) -> None:
-        """Restart and return once every instance is ready or failed."""
+        """Restart and return once every instance is ready or failed, and the
+        dependents of these services reacted to their new endpoints."""
         self.runtime.restart(names)
-        self.runtime.wait_settled()
+        self._settle(names)
 
     def snapshot(self) -> list[InstanceStatus]:
         """The runtime's instances, as `ps` shows them."""
@@ -146,6 +160,7 @@ def attach(config: ProjectConfig, runtime: Runtime, registry: Registry) -> Attac
     """Serve the control channel of `config` and follow its dependencies."""
     adapter = RuntimeAdapter(runtime)
     depwatch = DependencyWatcher(config, registry, adapter).start()
+    adapter.depwatch = depwatch
     try:
         server = ControlServer(config.path, adapter).start()
     except BaseException:

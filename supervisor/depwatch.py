@@ -75,6 +75,9 @@ class DependencyWatcher:
         self.settle = settle
         self._watchers: list[Watcher] = []
         self._threads: list[threading.Thread] = []
+        # (dependent, dependency) -> the endpoints last dealt with.
+        self._seen: dict[tuple[str, str], frozenset[str]] = {}
+        self._progress = threading.Condition()
 
     def start(self) -> DependencyWatcher:
         """Start one watcher thread per (dependent, dependency) pair.
@@ -89,6 +92,7 @@ class DependencyWatcher:
                 watcher = self.registry.watch(dep.service)
                 self._watchers.append(watcher)
                 baseline = endpoint_set(watcher.next() or [])
+                self._mark(service.name, dep.service, baseline)
                 thread = threading.Thread(
                     target=self._follow,
                     args=(service.name, dep.service, watcher, baseline),
@@ -98,6 +102,27 @@ class DependencyWatcher:
                 self._threads.append(thread)
                 thread.start()
         return self
+
+    def caught_up(self, dependencies: Iterable[str], timeout: float) -> bool:
+        """Wait until every dependent of these services has dealt with the
+        endpoints the registry holds now (acted, or decided not to).
+
+        Lets `corral restart api` return only once api's dependents reacted.
+        Returns False if that took longer than `timeout` seconds.
+        """
+        wanted = set(dependencies)
+        pairs = [pair for pair in self._seen if pair[1] in wanted]
+        now = {dep: endpoint_set(self.registry.get_service(dep)) for _, dep in pairs}
+        with self._progress:
+            return self._progress.wait_for(
+                lambda: all(self._seen[pair] == now[pair[1]] for pair in pairs),
+                timeout,
+            )
+
+    def _mark(self, dependent: str, dependency: str, seen: frozenset[str]) -> None:
+        with self._progress:
+            self._seen[(dependent, dependency)] = seen
+            self._progress.notify_all()
 
     def close(self) -> None:
         """Stop every watcher and wait briefly for the threads to end."""
@@ -118,11 +143,11 @@ class DependencyWatcher:
                 current = endpoint_set(self._settled(watcher))
                 # An empty set means the dependency is down: there is nothing
                 # new to hand over, so wait for its successor instead.
-                if not current or current == baseline:
-                    continue
-                if baseline:
-                    self._act(dependent, dependency, current)
-                baseline = current
+                if current and current != baseline:
+                    if baseline:
+                        self._act(dependent, dependency, current)
+                    baseline = current
+                self._mark(dependent, dependency, current)
         except WatcherStopped:
             log.debug("stopped following %s for %s", dependency, dependent)
         except RegistryError as exc:

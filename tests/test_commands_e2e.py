@@ -160,9 +160,14 @@ def _restart(project: Path) -> str:
     assert endpoint != before["api"]["endpoints"][0]
     assert registered(project)["api-1"] == [endpoint]
 
-    # restart: once, with the new endpoint; SIGHUP: once; ignore: nothing.
-    wait_for(lambda: len(events(project, "web")) == 2, what="web to restart")
-    assert events(project, "web")[1] == f"start {endpoint}"
+    # restart: once, with the new endpoint, before the command returned;
+    # SIGHUP: once; ignore: nothing.
+    assert events(project, "web") == [
+        f"start {before['api']['endpoints'][0]}",
+        f"start {endpoint}",
+    ]
+    assert rows["web"]["state"] == "ready"
+    assert rows["web"]["pid"] != before["web"]["pid"]
     wait_for(lambda: events(project, "hup")[1:] == ["hup"], what="one SIGHUP")
     return str(endpoint)
 
