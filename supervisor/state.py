@@ -131,8 +131,17 @@ def previous_supervisor(data: dict[str, Any]) -> int | None:
     if not isinstance(pid, int) or pid == os.getpid():
         return None
     if isinstance(started, (int, float)) and same_process(pid, float(started)):
-        return pid
+        return None if _is_zombie(pid) else pid
     return None
+
+
+def _is_zombie(pid: int) -> bool:
+    # A supervisor killed outright stays a zombie until its parent reaps it;
+    # it runs nothing any more, so a new run need not wait for the reaping.
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def end_leftovers(data: dict[str, Any]) -> list[int]:
