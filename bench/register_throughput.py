@@ -1,13 +1,15 @@
 """Registration throughput and lost updates with 1, 2, 4 and 8 writer processes.
 
-Each writer process registers OPS instances of its own into one shared
-registry file, all writers starting together. Afterwards the file must
+The writer processes share OPS registrations (so every row ends with a
+file of the same size and rows differ only in concurrency), each
+registering instances of its own into one registry file, all starting
+together. Afterwards the file must
 hold every one of them: an instance missing is a lost update. The same
 workload then runs against a naive writer that reads the file, adds its
 instance and writes the file back (atomically, but with no lock), to show
 what corral's lock prevents.
 
-    python bench/register_throughput.py [--ops 100] [--writers 1,2,4,8]
+    python bench/register_throughput.py [--ops 400] [--writers 1,2,4,8]
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import print_table
+from harness import median, print_table
 
 from registry import FileRegistry, ServiceInstance
 
@@ -63,6 +65,7 @@ def _instance(writer: int, op: int) -> ServiceInstance:
 def run(target: Writer, writers: int, ops: int, folder: Path) -> tuple[float, int]:
     """Run `writers` processes of `target`; (seconds, instances lost)."""
     path = folder / f"{target.__name__}-{writers}.json"
+    path.unlink(missing_ok=True)
     FileRegistry(path)  # an empty, valid registry file
     gate = multiprocessing.Event()
     procs = [
@@ -100,30 +103,31 @@ def _gated(
 
 
 def main() -> None:
-    """Measure both writers at each writer count and print one table."""
+    """Measure both writers at each writer count and print one table.
+
+    Each case runs REPEAT times: ops/s is the median, lost the worst run.
+    """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ops", type=int, default=100, help="per writer")
+    parser.add_argument("--ops", type=int, default=400, help="per row, shared")
     parser.add_argument("--writers", default="1,2,4,8")
+    parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    counts = [int(n) for n in args.writers.split(",")]
 
     rows = []
     with tempfile.TemporaryDirectory() as folder:
-        for writers in counts:
-            locked_s, locked_lost = run(corral_writer, writers, args.ops, Path(folder))
-            naive_s, naive_lost = run(naive_writer, writers, args.ops, Path(folder))
-            total = writers * args.ops
-            rows.append(
-                (
-                    writers,
-                    total,
-                    total / locked_s,
-                    locked_lost,
-                    total / naive_s,
-                    naive_lost,
-                    f"{naive_lost / total:.0%}",
-                )
-            )
+        for writers in (int(n) for n in args.writers.split(",")):
+            per_writer = max(1, args.ops // writers)
+            total = per_writer * writers
+            row: list[object] = [writers, total]
+            for target in (corral_writer, naive_writer):
+                runs = [
+                    run(target, writers, per_writer, Path(folder))
+                    for _ in range(args.repeat)
+                ]
+                lost = max(r[1] for r in runs)
+                row += [median([total / r[0] for r in runs]), lost]
+            rows.append([*row, f"{lost / total:.0%}"])
+
     header = (
         "writers",
         "ops",
@@ -133,9 +137,11 @@ def main() -> None:
         "naive lost",
         "naive lost %",
     )
-    print_table(
-        "registration: N processes, one file, each op a new instance", header, rows
+    title = (
+        f"registration: N processes, one file, each op a new instance "
+        f"(median of {args.repeat}, lost = worst run)"
     )
+    print_table(title, header, rows)
 
 
 if __name__ == "__main__":

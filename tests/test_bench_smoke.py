@@ -18,7 +18,7 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 SMALLEST = {
     "watch_latency.py": ["--changes", "3"],
     "watch_compare.py": ["--changes", "3", "--ticker-changes", "2", "--ticker", "0.2"],
-    "register_throughput.py": ["--ops", "5", "--writers", "1,2"],
+    "register_throughput.py": ["--ops", "6", "--writers", "1,2", "--repeat", "1"],
     "scale.py": ["--sizes", "10,100", "--repeat", "2"],
     "up_compare.py": [
         "--sizes", "1", "--repeat", "1", "--tools", "corral,bare",
