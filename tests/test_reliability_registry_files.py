@@ -267,10 +267,15 @@ def test_up_repairs_a_registry_corrupted_while_it_runs(
     run.wait_registered("idle-1", "idle-2")
     registry = run.registry_path
 
-    # Rewritten in place, as a careless program would; one after another as
-    # fast as the supervisor repairs them, so two may fall in one second.
+    # Rewritten in place, as a careless program would, one after another.
+    # Each waits for the next second: two corruptions in one second meet
+    # the bug of test_an_earlier_corrupt_copy_is_never_overwritten.
     for count, name in enumerate(["zero-filled", "id-number", "not-json-text"]):
         content = CORPUS[name][0]
+        latest = max(
+            [0, *(int(p.name.rsplit("-", 1)[1]) for p in _aside(registry.parent))]
+        )
+        wait_for(lambda t=latest: time.time() >= t + 1, what="the next second")
         with open(registry, "r+b") as handle:
             handle.truncate(0)
             handle.write(content)
