@@ -51,7 +51,12 @@ def test_example_registers_every_instance_and_they_answer(example: Up) -> None:
     assert greeting["greeting"].startswith("hello via api-")
     assert instances["worker-1"]["endpoints"] == []
     wait_for(lambda: example.has_line("worker-1 ", '"message": "hello"'), what="call")
-    assert example.has_line("greeter-1 | api instances changed: http://127.0.0.1:")
+    wait_for(
+        lambda: example.has_line(
+            "greeter-1 | api instances changed: http://127.0.0.1:"
+        ),
+        what="greeter's watcher to report api's instances",
+    )
 
 
 def test_kill_9_of_an_instance_removes_its_entry_within_1_s(example: Up) -> None:
