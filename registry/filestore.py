@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import secrets
+import stat
 import sys
 import threading
 import time
@@ -21,7 +22,12 @@ from typing import Any
 
 import filelock
 
-from registry.errors import RegistryCorrupt, RegistryUnavailable, RegistryWriteError
+from registry.errors import (
+    RegistryCorrupt,
+    RegistryLocationError,
+    RegistryUnavailable,
+    RegistryWriteError,
+)
 from registry.instance import ServiceInstance
 
 log = logging.getLogger(__name__)
@@ -109,9 +115,13 @@ def parse_document(text: str, path: str) -> Document:
     if not text.strip():
         return Document()
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_constant=_refuse_constant, parse_int=_bounded_int)
     except json.JSONDecodeError as exc:
         raise RegistryCorrupt(path, exc.msg, exc.lineno, exc.colno) from exc
+    except RecursionError as exc:
+        raise RegistryCorrupt(path, "nested too deeply to be a registry") from exc
+    except ValueError as exc:  # from the hooks below
+        raise RegistryCorrupt(path, str(exc)) from exc
 
     if not isinstance(data, dict):
         raise RegistryCorrupt(path, "the top level must be a JSON object")
@@ -126,6 +136,20 @@ def parse_document(text: str, path: str) -> Document:
     for name, entries in services.items():
         document.services[name] = _parse_entries(name, entries, path)
     return document
+
+
+def _refuse_constant(name: str) -> Any:
+    # Python reads NaN and Infinity, but they are not JSON and the Go reader
+    # rejects the whole file if corral writes one back.
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _bounded_int(digits: str) -> int:
+    # Python refuses to convert integers past 4300 digits with a message
+    # about its own limits; no registry field comes anywhere near that.
+    if len(digits) > 30:
+        raise ValueError(f"an integer of {len(digits)} digits is not a registry value")
+    return int(digits)
 
 
 def _check_version(version: Any, path: str) -> None:
@@ -173,11 +197,16 @@ class FileStore:
         )
 
     def ensure_exists(self) -> None:
-        """Create the folder (0700) and an empty registry file (0600)."""
+        """Create the folder (0700) and an empty registry file (0600).
+
+        Also removes temporary files that a writer killed mid-write left:
+        they are made only under the lock, so any found while holding it
+        belongs to no live writer.
+        """
+        refuse_planted_links(self.path)
         ensure_folder(self.path.parent)
-        if self.path.exists():
-            return
         with self.locked():
+            _remove_stale_temps(self.path)
             if not self.path.exists():
                 write_atomic(self.path, Document().to_json())
                 log.debug("created registry %s", self.path)
@@ -245,6 +274,42 @@ def _thread_lock_for(path: Path) -> threading.Lock:
     key = os.path.normcase(os.path.realpath(path))
     with _thread_locks_guard:
         return _thread_locks.setdefault(key, threading.Lock())
+
+
+def refuse_planted_links(path: Path) -> None:
+    """Refuse a path that passes through a symlink owned by another user.
+
+    In a folder others may write to (such as /tmp), someone could plant the
+    registry's name, or a folder on its way, as a link to a file of theirs
+    and so feed or capture every registration. Links owned by this user or
+    by root are followed as usual.
+    """
+    if sys.platform == "win32":
+        return
+    me = os.geteuid()
+    current = Path(path.anchor)
+    for part in path.parts[1:]:
+        current = current / part
+        try:
+            info = os.lstat(current)
+        except OSError:
+            return  # nothing further exists to be redirected
+        if stat.S_ISLNK(info.st_mode) and info.st_uid not in (me, 0):
+            raise RegistryLocationError(
+                str(path),
+                f"{current} is a symlink owned by uid {info.st_uid}, not by you;"
+                " refusing to follow it (remove it or choose another path)",
+            )
+
+
+def _remove_stale_temps(path: Path) -> None:
+    prefix, suffix = f".{path.name}.", ".tmp"
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(path.parent):
+            if entry.name.startswith(prefix) and entry.name.endswith(suffix):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+                log.debug("removed %s left by a writer that died", entry.path)
 
 
 def ensure_folder(folder: Path) -> None:

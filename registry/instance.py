@@ -134,6 +134,8 @@ def _metadata_value(value: Any) -> str:
     # from a config are written the way YAML users spell them.
     if isinstance(value, bool):
         return "true" if value else "false"
+    if value is None:
+        return ""
     return str(value)
 
 

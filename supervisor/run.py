@@ -20,6 +20,7 @@ from pathlib import Path
 from types import FrameType
 
 from registry import Registry, RegistryCorrupt, RegistryError, open_registry
+from registry.errors import RegistryWriteError
 from supervisor import graph, output, process, state, watchdog
 from supervisor.control_attach import attach
 from supervisor.errors import StartFailed, UsageError
@@ -401,9 +402,7 @@ class Orchestrator:
 def move_aside(exc: RegistryCorrupt) -> Path:
     """Rename the corrupt file to `<name>.corrupt-<unix time>`; warn."""
     path = Path(exc.path)
-    aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
-    with contextlib.suppress(FileNotFoundError):
-        os.replace(path, aside)
+    aside = _keep_aside(path, f"{path.name}.corrupt-{int(time.time())}")
     log.warning(
         "registry %s is corrupt (%s); moved it to %s and rebuilt it from the "
         "running instances",
@@ -412,6 +411,28 @@ def move_aside(exc: RegistryCorrupt) -> Path:
         aside,
     )
     return aside
+
+
+def _keep_aside(path: Path, name: str) -> Path:
+    # A link never replaces an existing name, so a second corruption within
+    # the same second gets `-2` instead of destroying the first copy.
+    for n in range(1, 1000):
+        aside = path.with_name(name if n == 1 else f"{name}-{n}")
+        try:
+            os.link(path, aside)
+        except FileExistsError:
+            continue
+        except FileNotFoundError:
+            return aside
+        except OSError:
+            if aside.exists():
+                continue
+            os.replace(path, aside)  # no hard links here: rename instead
+            return aside
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        return aside
+    raise RegistryWriteError(str(path), f"too many copies named {name}-N beside it")
 
 
 def _rendered(

@@ -86,8 +86,8 @@ CORPUS: dict[str, tuple[bytes, str]] = {
     "huge-string-unterminated": (b'{"services": {"a": "' + b"x" * 8_000_000, "1:20"),
 }
 
-# Members the library does not yet report as RegistryCorrupt (see the report
-# in docs/reliability.md): the error escapes as another exception.
+# Files that Python's json module rejects with errors other than a decode
+# error (deep nesting, huge integers): they must still be RegistryCorrupt.
 ESCAPING = {
     "deep-arrays": (b'{"services": ' + b"[" * 200_000, "nested"),
     "deep-objects": (b'{"services": ' + b'{"a": ' * 100_000, "nested"),
@@ -95,7 +95,7 @@ ESCAPING = {
         b'{"services": {"a": [{"id": "a-1", "name": "a", "pid": '
         + b"9" * 5000
         + b"}]}}",
-        "'pid'",
+        "integer of 5000 digits",
     ),
 }
 
@@ -138,20 +138,7 @@ def test_bad_registry_file_is_reported_with_its_place_and_kept(
     _assert_refused(tmp_path / "registry.json", content, phrase)
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(
-            name,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="parse_document lets RecursionError and int-size "
-                "ValueError escape instead of RegistryCorrupt",
-            ),
-        )
-        for name in sorted(ESCAPING)
-    ],
-)
+@pytest.mark.parametrize("name", sorted(ESCAPING))
 def test_pathological_registry_file_is_reported_as_corrupt(
     tmp_path: Path, name: str
 ) -> None:
@@ -293,11 +280,6 @@ def test_up_repairs_a_registry_corrupted_while_it_runs(
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-@pytest.mark.xfail(
-    strict=True,
-    reason="move_aside os.replace()s onto an existing <name>.corrupt-<second>, "
-    "so a second corruption within one second destroys the first one's bytes",
-)
 def test_an_earlier_corrupt_copy_is_never_overwritten(
     tmp_path: Path, runs: list[Up]
 ) -> None:

@@ -119,14 +119,7 @@ def _shared_folder(tmp_path: Path) -> Path:
     return shared
 
 
-SYMLINK_BUG = (
-    "FileRegistry follows a registry path or folder that is a symlink owned "
-    "by another user; registry/filestore.py should refuse it"
-)
-
-
 @needs_root
-@pytest.mark.xfail(strict=True, reason=SYMLINK_BUG)
 def test_a_registry_file_symlinked_by_another_user_is_refused(tmp_path: Path) -> None:
     shared = _shared_folder(tmp_path)
     theirs = tmp_path / "theirs.json"
@@ -143,7 +136,6 @@ def test_a_registry_file_symlinked_by_another_user_is_refused(tmp_path: Path) ->
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason=SYMLINK_BUG)
 def test_a_registry_folder_symlinked_by_another_user_is_refused(
     tmp_path: Path,
 ) -> None:
