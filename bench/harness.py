@@ -138,23 +138,40 @@ def end_tree(proc: subprocess.Popen[bytes], grace: float = TERM_GRACE) -> None:
     """End `proc` and every process below it: SIGTERM, wait, then SIGKILL.
 
     Descendants are listed before the signal, because a supervisor puts its
-    children in sessions of their own, out of reach of a group kill.
+    children in sessions of their own, out of reach of a group kill. Only
+    processes known to be ours are signalled: `proc`'s group while `proc`
+    is not yet reaped (so its id cannot have been reused), and the listed
+    descendants through psutil, which checks that a pid still names the
+    same process.
     """
     tree = _descendants(proc.pid)
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, signal.SIGTERM)
+    _wait_unreaped(proc.pid, grace)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(grace)
-    for pgid in {proc.pid, *(p.pid for p in tree)}:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGKILL)
+
     for child in tree:
-        with contextlib.suppress(psutil.Error):
+        with contextlib.suppress(psutil.Error, ProcessLookupError, PermissionError):
+            if child.is_running() and os.getpgid(child.pid) == child.pid:
+                os.killpg(child.pid, signal.SIGKILL)
             child.kill()
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(grace)
     psutil.wait_procs(tree, timeout=grace)
+
+
+def _wait_unreaped(pid: int, timeout: float) -> None:
+    """Wait up to `timeout` s for child `pid` to exit, leaving it unreaped."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return
+        if info is not None:
+            return
+        time.sleep(0.01)
 
 
 def _descendants(pid: int) -> list[psutil.Process]:
