@@ -11,7 +11,7 @@ Each victim is killed after a random pause, so that kills do not fall in
 step with the pruning loop, and the registry file is read every 2 ms
 until its entry is gone.
 
-    python bench/dead_detect.py [--victims 10]
+    python bench/dead_detect.py [--victims 20]
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def _kill_and_time(
 def main() -> None:
     """Run both kinds under one supervisor and print the delays."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--victims", type=int, default=10, help="of each kind")
+    parser.add_argument("--victims", type=int, default=20, help="of each kind")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as folder:
