@@ -107,7 +107,9 @@ def _open_etcd(location: str) -> Registry:
         module = importlib.import_module("registry.etcd")
     except ImportError as exc:
         raise RegistryLocationError(
-            location, f"the etcd backend cannot be loaded: {exc}"
+            location,
+            f"the etcd backend cannot be loaded ({exc}); "
+            "install it with: pip install 'corral[etcd]'",
         ) from exc
     registry: Registry = module.EtcdRegistry(location)
     return registry

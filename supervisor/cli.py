@@ -4,6 +4,7 @@ a single stderr line and an exit code."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -37,6 +38,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except RegistryError as exc:
         _report(exc, args.verbose)
+        return 1
+    except BrokenPipeError:
+        # The reader of our output went away (`corral ... | head`): not an
+        # error of the command, and nothing is left to tell it.
+        _silence_stdout()
+        return 0
+    except OSError as exc:
+        # The machine refused something (a read-only folder, a file where a
+        # folder should be, too many open files): one line that names it.
+        _report(_describe_os_error(exc), args.verbose)
         return 1
 
 
@@ -138,7 +149,22 @@ def _configure_logging(verbose: bool | None) -> None:
     logging.getLogger("watchfiles").setLevel(logging.WARNING)
 
 
-def _report(exc: BaseException, verbose: bool | None) -> None:
+def _describe_os_error(exc: OSError) -> str:
+    if exc.filename is None:
+        return exc.strerror or str(exc)
+    return f"{exc.filename}: {exc.strerror or exc}"
+
+
+def _silence_stdout() -> None:
+    # Python flushes stdout at exit, which on a closed pipe would report a
+    # second error; point the descriptor at the null device first.
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def _report(exc: BaseException | str, verbose: bool | None) -> None:
     if verbose:
         log.exception("corral failed")
     print(f"corral: {exc}", file=sys.stderr)

@@ -12,11 +12,13 @@ import logging
 import os
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from registry import Registry, ServiceInstance, open_registry
+from supervisor.errors import NotRunning, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +63,9 @@ def run_registry_command(args: argparse.Namespace) -> int:
         # between the lines a script reads.
         logging.getLogger("watchfiles").setLevel(logging.WARNING)
 
-    registry = open_registry(registry_location(args))
+    location = registry_location(args)
+    _check_file_location(location, must_exist=action != "watch")
+    registry = open_registry(location)
     try:
         return _ACTIONS[action](registry, args)
     finally:
@@ -83,6 +87,27 @@ def registry_location(args: argparse.Namespace) -> str:
 
         return load_config(config.resolve()).registry
     return str(DEFAULT_REGISTRY.absolute())
+
+
+def _check_file_location(location: str, must_exist: bool) -> None:
+    # Reading commands must not create a registry at a mistyped path; only
+    # `watch` may wait for one that corral up has yet to write.
+    if "://" in location and not location.startswith("file://"):
+        return
+    path = Path(urllib.parse.unquote(urllib.parse.urlsplit(location).path))
+    if not location.startswith("file://"):
+        path = Path(location)
+
+    if path.is_dir():
+        raise UsageError(
+            f"{path}: is a folder, not a registry file "
+            f"(pass the file, e.g. {path / 'registry.json'})"
+        )
+    if must_exist and not path.exists():
+        raise NotRunning(
+            f"{path}: no registry file here (nothing has registered yet, "
+            "or the path is mistyped; pass --registry)"
+        )
 
 
 def _location_options(parser: argparse.ArgumentParser, default: Any) -> None:

@@ -1,0 +1,71 @@
+"""The CLI's one error boundary: problems of the machine and of the reader of
+corral's output end in one line and an exit code, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from tests.support import corral_cmd, corral_env, run_corral
+
+
+def _one_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+def test_state_folder_that_is_a_file_is_named_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "corral.yaml").write_text("services:\n  a:\n    command: sleep 100\n")
+    (tmp_path / ".corral").write_text("not a folder")
+
+    result = run_corral("up", cwd=tmp_path, timeout=30)
+
+    assert result.returncode == 1
+    assert str(tmp_path / ".corral") in _one_line(result.stderr)
+
+
+def test_reading_a_missing_registry_creates_nothing(tmp_path: Path) -> None:
+    missing = tmp_path / "typo" / "registry.json"
+
+    for action in (["ls"], ["get", "api"], ["prune"]):
+        result = run_corral("registry", "--registry", str(missing), *action)
+
+        assert result.returncode == 1, action
+        assert "no registry file here" in _one_line(result.stderr)
+    assert not (tmp_path / "typo").exists()
+
+
+def test_a_folder_given_as_registry_is_a_usage_error(tmp_path: Path) -> None:
+    result = run_corral("registry", "--registry", str(tmp_path), "ls")
+
+    assert result.returncode == 2
+    assert "is a folder, not a registry file" in _one_line(result.stderr)
+
+
+def test_a_reader_that_goes_away_ends_the_listing_quietly(tmp_path: Path) -> None:
+    path = tmp_path / "registry.json"
+    entries = [
+        {"id": f"api-{n}", "name": "api", "endpoints": [f"tcp://127.0.0.1:{n}"]}
+        for n in range(1, 3000)
+    ]
+    path.write_text(json.dumps({"services": {"api": entries}}))
+
+    proc = subprocess.Popen(
+        corral_cmd("registry", "--registry", str(path), "ls"),
+        env=corral_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()
+    proc.stdout.close()  # like `| head -1`
+    errors = proc.stderr.read()
+    proc.wait(timeout=30)
+
+    assert first.startswith("SERVICE") or "api" in first
+    assert proc.returncode == 0
+    assert errors == ""
