@@ -108,7 +108,8 @@ def corral_up(case: Case, interval: float) -> Launch:
             f"  s{index}:",
             f"    command: {python()} {case.server} ${{PORT}}",
             f"    port: {port}",
-            f"    readiness: {{tcp: '127.0.0.1:${{PORT}}', interval: {interval}}}",
+            f"    readiness: {{tcp: '127.0.0.1:${{PORT}}', interval: {interval},",
+            f"                 retries: {_retries(interval)}}}",
             "    stop_grace_period: 2s",
         ]
     config = case.folder / "corral.yaml"
@@ -121,6 +122,11 @@ def corral_up(case: Case, interval: float) -> Launch:
 
     argv = [python(), "-m", "supervisor", "up", "-f", str(config)]
     return Launch(argv, all_registered, repo_env())
+
+
+def _retries(interval: float) -> int:
+    """Enough probe failures to allow READY_TIMEOUT, whatever the interval."""
+    return max(30, int(READY_TIMEOUT / interval))
 
 
 def honcho_start(case: Case, tool: str) -> Launch:
@@ -204,7 +210,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="1,10,50")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--tools", default="corral,honcho,supervisord,bare")
-    parser.add_argument("--corral-intervals", default="1,0.1")
+    parser.add_argument("--corral-intervals", default="1,0.1,0.01")
     parser.add_argument("--tools-bin", help="folder holding honcho and supervisord")
     args = parser.parse_args()
     runners = launchers(args)
