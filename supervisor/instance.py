@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 from registry import Registry, RegistryError, ServiceInstance
-from supervisor import output, probes, process
+from supervisor import orphans, output, probes, process
 from supervisor.model import Probe, ServiceConfig
 
 log = logging.getLogger(__name__)
@@ -137,6 +137,7 @@ class Instance:
             thread = self._thread
         if thread is not None:
             thread.join()
+        self._end_strays()
         with self._cond:
             if self._status.state != "failed":
                 self._set("stopped", pid=None, endpoints=[])
@@ -175,6 +176,7 @@ class Instance:
                 self._finish(self._final_state(run), run, in_row)
                 return
             in_row += 1
+            self._end_strays()
             if not self._back_off(run, in_row):
                 self._finish("stopped", run)
                 return
@@ -217,6 +219,7 @@ class Instance:
                 run.exit_code,
             )
             reason = f"{reason} after {in_row + 1} runs"
+            self._end_strays()
         elif completed:
             log.info("%s completed (exit code 0)", self.id)
         with self._cond:
@@ -405,9 +408,24 @@ class Instance:
                 return self._cond.wait_for(lambda: self._exited, timeout)
 
         log.debug("%s stopping pid %s", self.id, proc.pid)
+        service = self.service
         process.stop_tree(
-            proc, self.service.stop_signal, self.service.stop_grace_period, exited
+            proc,
+            service.stop_signal,
+            service.stop_grace_period,
+            exited,
+            extra=orphans.strays(self.id),
         )
+
+    def _end_strays(self) -> None:
+        """End what this instance's runs left outside their trees.
+
+        Called when a run will be followed by another, when the instance
+        fails, and when it is stopped; a run that completed (exit 0, no
+        restart) keeps what it started in the background until then.
+        """
+        service = self.service
+        orphans.end_strays(self.id, service.stop_signal, service.stop_grace_period)
 
     def _set(self, state: State, **fields: object) -> None:
         """Change the status; the caller holds `_cond`."""

@@ -19,7 +19,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import psutil
@@ -33,6 +34,11 @@ KILL_WAIT = 5.0
 _POLL = 0.02
 
 Popen = subprocess.Popen[bytes]
+
+# Every child the supervisor starts, while its Popen may still wait for it.
+# The orphan reaper (supervisor.orphans) leaves these to their Popen.
+_owned: weakref.WeakSet[Popen] = weakref.WeakSet()
+_owned_lock = threading.Lock()
 
 
 def child_environment(env: Mapping[str, str]) -> dict[str, str]:
@@ -52,17 +58,42 @@ def spawn(argv: Sequence[str], env: Mapping[str, str], cwd: Path | str) -> Popen
     if sys.platform == "win32":
         from supervisor import winjob
 
-        return winjob.spawn(list(argv), child_environment(env), str(cwd))
-    return subprocess.Popen(
-        list(argv),
-        env=child_environment(env),
-        cwd=str(cwd),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        preexec_fn=_parent_death_hook(),
+        return tracked(
+            lambda: winjob.spawn(list(argv), child_environment(env), str(cwd))
+        )
+    hook = _parent_death_hook()
+    return tracked(
+        lambda: subprocess.Popen(
+            list(argv),
+            env=child_environment(env),
+            cwd=str(cwd),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=hook,
+        )
     )
+
+
+def tracked(start: Callable[[], Popen]) -> Popen:
+    """Start a child with `start` and remember it as one a Popen waits for.
+
+    Spawning holds the same lock as the orphan reaper: a child that died
+    the moment it was forked is then never taken for an adopted orphan,
+    and its exit status stays with its Popen.
+    """
+    with _owned_lock:
+        proc = start()
+        _owned.add(proc)
+    return proc
+
+
+@contextlib.contextmanager
+def spawns_held() -> Iterator[set[int]]:
+    """Hold spawning still; yield the pids that a Popen has not reaped yet."""
+    with _owned_lock:
+        yield {p.pid for p in list(_owned) if p.returncode is None}
 
 
 def _parent_death_hook() -> Callable[[], None] | None:
@@ -138,14 +169,17 @@ def stop_tree(
     stop_signal: str = "SIGTERM",
     grace: float = 10.0,
     exited: Callable[[float], bool] | None = None,
+    extra: Sequence[psutil.Process] = (),
 ) -> None:
     """Stop `proc` and every descendant: signal, wait `grace`, kill, wait.
 
     `exited(timeout)` waits for the child itself to be reaped (the instance's
-    waiter thread does that); by default `proc.wait` is used.
+    waiter thread does that); by default `proc.wait` is used. `extra` are
+    processes outside the tree that go the same way (adopted orphans).
     """
     wait_child = exited or _popen_waiter(proc)
     members = [p for p in tree(proc.pid) if p.pid != proc.pid]
+    members += [p for p in extra if p not in members]
     name = stop_signal.upper()
     log.debug("sending %s to process tree of pid %s", name, proc.pid)
     _signal_tree(proc, members, name)
@@ -165,6 +199,32 @@ def stop_tree(
     _kill_tree(proc, members)
     if not _wait_gone(wait_child, members, KILL_WAIT):
         log.warning("pid %s tree survived SIGKILL for %.3g s", proc.pid, KILL_WAIT)
+
+
+def end_processes(
+    procs: Sequence[psutil.Process], stop_signal: str, grace: float
+) -> None:
+    """Stop processes that are not our Popen children: signal, wait, kill."""
+    if not procs:
+        return
+    name = stop_signal.upper()
+    log.debug("sending %s to %s", name, ", ".join(str(p.pid) for p in procs))
+    for proc in procs:
+        _send(proc, name)
+
+    if _wait_gone(lambda _t: True, list(procs), grace):
+        return
+
+    log.warning("killing %s, still running %.3g s after %s", _pids(procs), grace, name)
+    left = _alive(list(procs))
+    for proc in left:
+        _send(proc, "SIGKILL")
+    if not _wait_gone(lambda _t: True, left, KILL_WAIT):
+        log.warning("%s survived SIGKILL for %.3g s", _pids(left), KILL_WAIT)
+
+
+def _pids(procs: Sequence[psutil.Process]) -> str:
+    return "pids " + ", ".join(str(p.pid) for p in _alive(list(procs)))
 
 
 def kill_pids(pids: Sequence[tuple[int, float]], grace: float = 0.0) -> list[int]:

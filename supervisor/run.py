@@ -21,7 +21,7 @@ from types import FrameType
 
 from registry import Registry, RegistryCorrupt, RegistryError, open_registry
 from registry.errors import RegistryWriteError
-from supervisor import graph, output, process, state, watchdog
+from supervisor import graph, orphans, output, process, state, watchdog
 from supervisor.control_attach import attach
 from supervisor.errors import StartFailed, UsageError
 from supervisor.instance import Hooks, Instance, InstanceStatus, Launch
@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 
 #: How often the registry is pruned of stale entries (seconds).
 PRUNE_INTERVAL = 1.0
+
+#: Seconds that processes left after every service stopped get after
+#: SIGTERM before they are killed.
+LEFTOVER_GRACE = 2.0
 
 
 class PortInUse(OSError):
@@ -145,6 +149,9 @@ class Orchestrator:
         log.info("stopping all services")
         try:
             self.stop()
+            # Whatever is still below the supervisor now escaped its
+            # instance's tree and tag (a cleared environment, say).
+            orphans.end_strays(None, "SIGTERM", LEFTOVER_GRACE)
             for log_file in self._logs:
                 log_file.close()
             self._prune_once()
@@ -380,6 +387,7 @@ class Orchestrator:
                 if self._cond.wait_for(lambda: self._closing, PRUNE_INTERVAL):
                     return
             self._prune_once()
+            orphans.reap()
 
     def _prune_once(self) -> None:
         try:
@@ -504,6 +512,7 @@ def run_up(
         raise UsageError("run_up runs in the foreground; -d goes through detach")
     registry = open_run_registry(config)
     clean_previous_run(config, registry)
+    orphans.become_subreaper()
     state_file = state.StateFile(config.state_dir, config.path, config.registry)
     guard = watchdog.start(state_file.path)
     orchestrator = Orchestrator(config, registry, state_file=state_file)

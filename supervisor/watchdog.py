@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from supervisor import state
+from supervisor import process, state
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +33,18 @@ def start(state_path: Path) -> subprocess.Popen[bytes] | None:
     if sys.platform == "win32":
         return None
     argv = [sys.executable, "-m", "supervisor.watchdog", str(state_path)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     try:
-        return subprocess.Popen(
-            [*argv, str(os.getpid())],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-            env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)),
+        # Tracked, so the orphan sweeps and the reaper leave the guard alone.
+        return process.tracked(
+            lambda: subprocess.Popen(
+                [*argv, str(os.getpid())],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+                env=env,
+            )
         )
     except OSError as exc:
         log.warning("cannot start the orphan guard: %s", exc)

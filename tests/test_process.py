@@ -111,3 +111,38 @@ def test_kill_pids_spares_a_pid_with_another_start_time(tmp_path: Path) -> None:
         assert proc.wait(5) == -signal.SIGKILL
     finally:
         process.stop_tree(proc, grace=1.0)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="subreaper")
+def test_adopted_orphan_is_reaped_and_popen_keeps_its_exit_status(
+    tmp_path: Path,
+) -> None:
+    # Run in a child interpreter: pytest itself must not adopt orphans.
+    script = textwrap.dedent(
+        """
+        import time
+        from supervisor import orphans, process
+        assert orphans.become_subreaper()
+        proc = process.spawn(
+            ["sh", "-c", "(sleep 0.3 &); echo $$; exit 7"], {}, ".")
+        line = proc.stdout.readline()
+        deadline = time.monotonic() + 10
+        reaped = []
+        while not reaped and time.monotonic() < deadline:
+            reaped = orphans.reap()
+            time.sleep(0.02)
+        print(len(reaped), proc.wait(5), flush=True)
+        """
+    )
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent.parent))
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["1", "7"]
