@@ -37,6 +37,13 @@ DEFAULT_READY_AFTER = 1.0
 RENEW_INTERVAL = 1.0
 
 
+class StartRefused(OSError):
+    """A start that no retry can mend (a fixed port another program holds).
+
+    Raised by `Hooks.prepare`; the instance fails at once, not restarted.
+    """
+
+
 @dataclass
 class Launch:
     """Everything one run of an instance needs, templates already rendered."""
@@ -93,6 +100,7 @@ class _Run:
     ready_for: float
     reason: str = ""
     stopped: bool = False
+    refused: bool = False
 
 
 class Instance:
@@ -182,6 +190,8 @@ class Instance:
                 return
 
     def _should_restart(self, run: _Run) -> bool:
+        if run.refused:
+            return False
         policy = self.service.restart
         failed = run.exit_code != 0 or bool(run.reason)
         return policy == "always" or (policy == "on-failure" and failed)
@@ -210,7 +220,10 @@ class Instance:
     def _finish(self, state: State, run: _Run, in_row: int = 0) -> None:
         completed = state == "stopped" and run.exit_code == 0 and not run.stopped
         reason = "" if state == "stopped" else _ending(run)
-        if state == "failed":
+        if state == "failed" and run.refused:
+            log.error("%s failed: %s", self.id, reason)
+            self._end_strays()
+        elif state == "failed":
             log.error(
                 "%s failed for good after %s runs: %s (last exit code %s)",
                 self.id,
@@ -235,6 +248,9 @@ class Instance:
         try:
             launch = self.hooks.prepare(self)
             proc = self._spawn(launch)
+        except StartRefused as exc:
+            reason = f"cannot start: {exc}"
+            return _Run(exit_code=None, ready_for=0.0, reason=reason, refused=True)
         except (OSError, ValueError) as exc:
             log.error("%s cannot start: %s", self.id, exc)
             return _Run(exit_code=None, ready_for=0.0, reason=f"cannot start: {exc}")

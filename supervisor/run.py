@@ -24,7 +24,7 @@ from registry.errors import RegistryWriteError
 from supervisor import graph, orphans, output, process, state, watchdog
 from supervisor.control_attach import attach
 from supervisor.errors import StartFailed, UsageError
-from supervisor.instance import Hooks, Instance, InstanceStatus, Launch
+from supervisor.instance import Hooks, Instance, InstanceStatus, Launch, StartRefused
 from supervisor.interpolate import endpoints_variable, render
 from supervisor.model import Dependency, Probe, ProjectConfig, ServiceConfig
 
@@ -38,7 +38,7 @@ PRUNE_INTERVAL = 1.0
 LEFTOVER_GRACE = 2.0
 
 
-class PortInUse(OSError):
+class PortInUse(StartRefused):
     """A fixed port that another program already listens on."""
 
     def __init__(self, service: str, port: int):

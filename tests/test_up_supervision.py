@@ -304,6 +304,35 @@ def test_fixed_port_in_use_fails_that_service_only(
         holder.close()
 
 
+def test_fixed_port_held_by_another_program_fails_at_once(
+    tmp_path: Path, runs: list[Up]
+) -> None:
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    config = f"""
+    services:
+      taken: {{command: sleep 1000, port: {port}}}
+      free: {{command: sleep 1000}}
+    """
+    try:
+        run = Up(tmp_path, textwrap.dedent(config))
+        runs.append(run)
+        run.wait_registered("free-1")
+        wait_for(
+            lambda: run.has_line("taken-1 failed", f"port {port}", "already in use"),
+            timeout=5,
+            what="taken-1 to fail",
+        )
+
+        assert not run.has_line("taken-1", "restarting")
+        assert not run.has_line("last exit code None")
+        assert run.proc.poll() is None
+    finally:
+        holder.close()
+
+
 def test_corrupt_registry_is_moved_aside_and_rebuilt(
     tmp_path: Path, runs: list[Up]
 ) -> None:
