@@ -12,6 +12,8 @@ instance the moment the child exits, and a reader that streams its output.
 from __future__ import annotations
 
 import logging
+import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -225,11 +227,7 @@ class Instance:
             self._end_strays()
         elif state == "failed":
             log.error(
-                "%s failed for good after %s runs: %s (last exit code %s)",
-                self.id,
-                in_row + 1,
-                reason,
-                run.exit_code,
+                "%s failed for good after %s runs: %s", self.id, in_row + 1, reason
             )
             reason = f"{reason} after {in_row + 1} runs"
             self._end_strays()
@@ -358,7 +356,10 @@ class Instance:
             self._record_was_set = True
         with self._cond:
             self._set("ready")
-        log.info("%s ready at %s", self.id, ", ".join(launch.endpoints) or "-")
+        if launch.endpoints:
+            log.info("%s ready at %s", self.id, ", ".join(launch.endpoints))
+        else:
+            log.info("%s ready", self.id)
         self.hooks.changed(self)
         return True
 
@@ -413,8 +414,8 @@ class Instance:
         with self._cond:
             self._cond.wait_for(lambda: self._exited)
             code = self._status.exit_code
-        if not stopped:
-            log.info("%s exited with code %s", self.id, code)
+        # How the run ended is told once, by whatever comes next: the
+        # restart, the failure or the completion.
         keep = problem if problem and "exited before" not in problem else ""
         return _Run(exit_code=code, ready_for=ready, reason=keep, stopped=stopped)
 
@@ -456,7 +457,20 @@ def _ending(run: _Run) -> str:
         return run.reason
     if run.exit_code is None:
         return "did not start"
-    return f"exited with code {run.exit_code}"
+    return describe_exit(run.exit_code)
+
+
+def describe_exit(code: int) -> str:
+    """`exited with code 3`, or `killed by SIGKILL` for a POSIX signal.
+
+    Popen reports death by signal N as exit code -N on POSIX.
+    """
+    if code >= 0 or sys.platform == "win32":
+        return f"exited with code {code}"
+    try:
+        return f"killed by {signal.Signals(-code).name}"
+    except ValueError:
+        return f"killed by signal {-code}"
 
 
 def _probes(launch: Launch) -> list[tuple[Probe, str]]:

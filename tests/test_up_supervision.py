@@ -118,7 +118,7 @@ def test_crash_loop_backs_off_then_fails_while_others_run(
 
     steady = run.wait_registered("steady-1")["steady-1"]["pid"]
     wait_for(
-        lambda: run.has_line("crash-1 failed for good", "last exit code 1"),
+        lambda: run.has_line("crash-1 failed for good", "exited with code 1"),
         timeout=20,
         what="crash-1 to fail for good",
     )
@@ -131,6 +131,36 @@ def test_crash_loop_backs_off_then_fails_while_others_run(
     assert run.proc.poll() is None
     assert run.instances()["steady-1"]["pid"] == steady
     assert "crash-1" not in run.instances()
+
+
+def test_each_exit_is_one_line_and_a_signal_is_named(
+    tmp_path: Path, runs: list[Up]
+) -> None:
+    config = """
+    services:
+      api:
+        command: sh -c "sleep 0.2; kill -9 $$$$"
+        max_restarts: 1
+        backoff: {initial: 100ms}
+      worker:
+        command: sleep 1000
+    """
+    run = Up(tmp_path, textwrap.dedent(config))
+    runs.append(run)
+    wait_for(
+        lambda: run.has_line("api-1 failed for good"), timeout=20, what="api-1 failed"
+    )
+    wait_for(
+        lambda: "worker-1 ready" in run.output().splitlines(), what="worker-1 ready"
+    )
+
+    lines = run.output().splitlines()
+    api = [line for line in lines if line.startswith("api-1 ")]
+    ends = [line for line in api if "SIGKILL" in line]
+    assert len(ends) == 2, api
+    assert "api-1 killed by SIGKILL; restarting in 0.1 s" in ends[0]
+    assert "after 2 runs: killed by SIGKILL" in ends[1]
+    assert not any("-9" in line for line in api), api
 
 
 def test_a_dependency_that_fails_for_good_fails_its_dependents(
