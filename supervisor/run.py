@@ -186,15 +186,7 @@ class Orchestrator:
         return instances
 
     def _services(self, names: Iterable[str] | None) -> list[str]:
-        enabled = self.config.enabled()
-        wanted = list(enabled) if not names else list(names)
-        unknown = [n for n in wanted if n not in enabled]
-        if unknown:
-            raise UsageError(
-                f"{self.config.path}: no enabled service named {', '.join(unknown)} "
-                f"(services: {', '.join(enabled)})"
-            )
-        return wanted
+        return check_services(self.config, names)
 
     def _of(self, service: str) -> list[Instance]:
         return [i for i in self.instances.values() if i.service.name == service]
@@ -407,6 +399,22 @@ class Orchestrator:
                 log.warning("%s could not register again: %s", inst.id, again)
 
 
+def check_services(config: ProjectConfig, names: Iterable[str] | None) -> list[str]:
+    """The services these names pick (None or empty: all enabled ones).
+
+    Raises UsageError naming the unknown ones and the choices.
+    """
+    enabled = config.enabled()
+    wanted = list(enabled) if not names else list(names)
+    unknown = [n for n in wanted if n not in enabled]
+    if unknown:
+        raise UsageError(
+            f"{config.path}: no enabled service named {', '.join(unknown)} "
+            f"(services: {', '.join(enabled)})"
+        )
+    return wanted
+
+
 def move_aside(exc: RegistryCorrupt) -> Path:
     """Rename the corrupt file to `<name>.corrupt-<unix time>`; warn."""
     path = Path(exc.path)
@@ -510,6 +518,8 @@ def run_up(
     """
     if detach:
         raise UsageError("run_up runs in the foreground; -d goes through detach")
+    # A misspelt name is a usage error: nothing may start, stop or be logged.
+    check_services(config, services)
     registry = open_run_registry(config)
     clean_previous_run(config, registry)
     orphans.become_subreaper()

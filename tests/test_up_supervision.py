@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.support import corral_env, wait_for
+from tests.support import corral_env, run_corral, wait_for
 from tests.up_support import Up, elapsed_until, gone
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
@@ -42,6 +42,23 @@ def _script(folder: Path, name: str, code: str) -> str:
 
 def _create_time(pid: int) -> float:
     return psutil.Process(pid).create_time()
+
+
+def test_unknown_service_is_a_usage_error_before_anything_starts(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "corral.yaml"
+    config.write_text("services:\n  idle:\n    command: sleep 1000\n")
+
+    result = run_corral("up", "-f", str(config), "nosuch", cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"corral: {config}: no enabled service named nosuch (services: idle)"
+    ]
+    assert result.stdout == ""
+    assert not (tmp_path / ".corral" / "logs").exists()
+    assert not (tmp_path / ".corral" / "registry.json").exists()
 
 
 def test_readiness_gates_registration_and_service_healthy(
