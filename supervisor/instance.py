@@ -118,6 +118,7 @@ class Instance:
         self._reg_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop = False
+        self._killing = False
         self._exited = False
         self._proc: process.Popen | None = None
         self._record: ServiceInstance | None = None
@@ -132,7 +133,7 @@ class Instance:
         with self._cond:
             if self._thread is not None and self._thread.is_alive():
                 return
-            self._stop = False
+            self._stop = self._killing = False
             self._set("starting", reason="", completed=False, runs=0)
             self._thread = threading.Thread(
                 target=self._life, name=f"corral-{self.id}", daemon=True
@@ -151,6 +152,19 @@ class Instance:
         with self._cond:
             if self._status.state != "failed":
                 self._set("stopped", pid=None, endpoints=[])
+
+    def kill(self) -> None:
+        """SIGKILL the process tree now, and keep the instance from restarting.
+
+        For a forced stop; a `stop` under way then finds nothing left to
+        wait for, and one still to come skips the grace period.
+        """
+        with self._cond:
+            self._stop = self._killing = True
+            self._cond.notify_all()
+            proc = None if self._exited else self._proc
+        if proc is not None:
+            process.kill_tree(proc, orphans.strays(self.id))
 
     def fail(self, reason: str) -> None:
         """Mark the instance failed without running it (e.g. a dependency failed)."""
@@ -426,12 +440,10 @@ class Instance:
 
         log.debug("%s stopping pid %s", self.id, proc.pid)
         service = self.service
+        with self._cond:
+            grace = 0.0 if self._killing else service.stop_grace_period
         process.stop_tree(
-            proc,
-            service.stop_signal,
-            service.stop_grace_period,
-            exited,
-            extra=orphans.strays(self.id),
+            proc, service.stop_signal, grace, exited, extra=orphans.strays(self.id)
         )
 
     def _end_strays(self) -> None:
@@ -442,7 +454,9 @@ class Instance:
         restart) keeps what it started in the background until then.
         """
         service = self.service
-        orphans.end_strays(self.id, service.stop_signal, service.stop_grace_period)
+        with self._cond:
+            grace = 0.0 if self._killing else service.stop_grace_period
+        orphans.end_strays(self.id, service.stop_signal, grace)
 
     def _set(self, state: State, **fields: object) -> None:
         """Change the status; the caller holds `_cond`."""

@@ -63,7 +63,7 @@ class Orchestrator:
     ) -> None:
         self.config = config
         self.registry = registry
-        self.printer = printer or output.Printer()
+        self.printer = printer or output.LivePrinter()
         self.spawner = spawner or process.Spawner()
         self.state_file = state_file
         self._cond = threading.Condition()
@@ -157,6 +157,17 @@ class Orchestrator:
             self._prune_once()
         finally:
             self._closed.set()
+
+    def kill(self) -> None:
+        """Kill every process tree now, grace periods cut short (a second
+        Ctrl-C); a shutdown under way then ends promptly."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        log.warning("killing every service's processes")
+        for inst in self.instances.values():
+            inst.kill()
+        orphans.end_strays(None, "SIGKILL", 0.0)
 
     def failed(self) -> list[InstanceStatus]:
         """The instances that failed for good."""
@@ -542,6 +553,7 @@ def run_up(
         restore()
         state_file.remove()
         watchdog.release(guard)
+        orchestrator.printer.close()
     if stop_requested.is_set():
         return 0
     return 1 if orchestrator.failed() else 0
@@ -550,15 +562,18 @@ def run_up(
 def _install_signal_handlers(
     orchestrator: Orchestrator, stop_requested: threading.Event
 ) -> Callable[[], None]:
-    """Turn SIGINT and SIGTERM into a clean stop; returns the undo."""
+    """Turn SIGINT and SIGTERM into a clean stop, a second one into a kill of
+    what is left; returns the undo."""
     names = ["SIGINT", "SIGTERM"] + (["SIGBREAK"] if sys.platform == "win32" else [])
     previous = {}
 
     def handler(signum: int, _frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
         if stop_requested.is_set():
-            log.warning("already stopping; waiting for the services to end")
+            log.warning("received %s again while stopping", name)
+            threading.Thread(target=orchestrator.kill, name="corral-kill").start()
             return
-        log.info("received %s", signal.Signals(signum).name)
+        log.info("received %s", name)
         stop_requested.set()
         threading.Thread(target=orchestrator.shutdown, name="corral-shutdown").start()
 

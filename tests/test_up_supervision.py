@@ -219,6 +219,29 @@ def test_sigterm_stops_sh_wrapper_trees(tmp_path: Path, runs: list[Up]) -> None:
     assert run.instances() == {}
 
 
+def test_second_ctrl_c_kills_what_ignores_the_first(
+    tmp_path: Path, runs: list[Up]
+) -> None:
+    config = """
+    services:
+      stubborn:
+        command: sh -c "trap '' TERM INT; sleep 1000 & sleep 1000"
+        stop_grace_period: 60s
+    """
+    run = Up(tmp_path, textwrap.dedent(config))
+    runs.append(run)
+    run.wait_registered("stubborn-1")
+    pids = wait_for(lambda: len(run.remember()) >= 3 and run.remember(), what="tree")
+
+    run.proc.send_signal(signal.SIGINT)
+    wait_for(lambda: run.has_line("stopping all services"), what="the first stop")
+    run.proc.send_signal(signal.SIGINT)
+
+    assert run.proc.wait(timeout=10) == 0
+    assert gone(pids)
+    assert run.has_line("killing")
+
+
 def test_children_die_with_a_killed_supervisor_and_next_up_cleans(
     tmp_path: Path, runs: list[Up]
 ) -> None:
