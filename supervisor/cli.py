@@ -141,8 +141,13 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 
 def _configure_logging(verbose: bool | None) -> None:
+    from supervisor.output import LogHandler
+
     level = logging.DEBUG if verbose or os.environ.get("CORRAL_DEBUG") else logging.INFO
-    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    # A stderr nobody reads (a paused pager) must not stall supervision:
+    # messages go through a writer thread, and logging.shutdown at exit
+    # flushes them with a bounded wait.
+    logging.basicConfig(level=level, format="%(message)s", handlers=[LogHandler()])
 
     # watchfiles reports every batch of file events at info level; those are
     # corral's own plumbing, not something a user asked to see.

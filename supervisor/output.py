@@ -6,6 +6,12 @@ A displayed line is cut at `DISPLAY_LIMIT`; the log file gets all of it.
 
 Log files hold one line per output line, `<UTC ISO time> <text>`, with a
 fixed-width time so that `corral logs` can merge files by sorting.
+
+`corral up` never waits for its terminal: a paused pager or a FIFO nobody
+reads blocks every write, so the live printer and corral's own log messages
+go through a `StreamWriter`, which queues up to a bound, drops beyond it
+and says how much it dropped once the stream takes text again. The log
+files, written by the reader threads, still get every line.
 """
 
 from __future__ import annotations
@@ -14,9 +20,12 @@ import contextlib
 import datetime
 import logging
 import os
+import select
 import sys
 import threading
+import time
 import zlib
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, BinaryIO, TextIO
@@ -32,6 +41,23 @@ LINE_LIMIT = 16 * 1024 * 1024
 
 #: Bytes read from a pipe at a time.
 CHUNK = 64 * 1024
+
+#: A line without a newline is shown once the pipe has been quiet this long
+#: (seconds): a prompt or progress dots appear live, while a line written in
+#: two quick pieces (an unbuffered Python print) stays whole.
+QUIET = 0.2
+
+#: Characters waiting for a stream that does not keep up; lines beyond this
+#: are dropped (and counted) instead of making anyone wait.
+QUEUE_LIMIT = 1024 * 1024
+
+#: Closing waits at most this long (seconds) for a stream that takes nothing.
+CLOSE_WAIT = 1.0
+
+#: A log message waits at most this long (seconds) to be written, so that
+#: messages and the CLI's last error line keep their order on a working
+#: stream; once a stream is stalled, messages do not wait at all.
+LOG_WAIT = 0.1
 
 #: Log rotation: the size at which a file is rotated, and the copies kept.
 LOG_MAX_BYTES = 10 * 1024 * 1024
@@ -61,7 +87,9 @@ def cut(text: str, limit: int = DISPLAY_LIMIT) -> str:
 class Printer:
     """Writes `api-1 | line` to a stream, one whole line at a time.
 
-    Colour is used only when the stream is a terminal (or `colour` says so).
+    Each write waits for the stream, which suits `corral logs` (a pager
+    should hold it up); `corral up` uses `LivePrinter`. Colour is used only
+    when the stream is a terminal (or `colour` says so).
     """
 
     def __init__(self, stream: TextIO | None = None, colour: bool | None = None):
@@ -79,7 +107,12 @@ class Printer:
         prefix = f"{name:<{self._width}} | "
         if self._colour:
             prefix = f"\x1b[{colour_of(name)}m{prefix}\x1b[0m"
-        data = f"{prefix}{cut(text)}\n"
+        self._emit(name, f"{prefix}{cut(text)}\n")
+
+    def close(self, timeout: float = CLOSE_WAIT) -> None:
+        """Nothing to wait for: every line was written when printed."""
+
+    def _emit(self, name: str, data: str) -> None:
         with self._lock:
             try:
                 self._stream.write(data)
@@ -87,6 +120,241 @@ class Printer:
             except (OSError, ValueError) as exc:
                 # A closed or broken stdout must not stop supervision.
                 log.debug("cannot print output of %s: %s", name, exc)
+
+
+class LivePrinter(Printer):
+    """A `Printer` that never blocks: lines go to a `StreamWriter`.
+
+    Used by `corral up`, whose reader threads must keep reading (and the
+    log files keep growing) whatever the terminal does.
+    """
+
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        colour: bool | None = None,
+        limit: int = QUEUE_LIMIT,
+    ):
+        super().__init__(stream, colour)
+        self._writer = StreamWriter(self._stream, _lines_not_shown, limit)
+
+    def close(self, timeout: float = CLOSE_WAIT) -> None:
+        """Write what is queued, waiting while the stream takes text but at
+        most `timeout` s without progress; later lines are dropped."""
+        self._writer.close(timeout)
+
+    def _emit(self, name: str, data: str) -> None:
+        self._writer.put(data)
+
+
+class LogHandler(logging.Handler):
+    """A logging handler for corral's own messages that never blocks.
+
+    Each message waits up to `LOG_WAIT` s to be written (so order with
+    other writes to the stream holds), and not at all once the stream is
+    stalled. `logging.shutdown` at exit flushes it with `CLOSE_WAIT`.
+    """
+
+    def __init__(self, stream: TextIO | None = None, wait: float = LOG_WAIT):
+        super().__init__()
+        self._writer = StreamWriter(stream or sys.stderr, _messages_not_shown)
+        self._wait = wait
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Queue the formatted message; wait briefly for a working stream."""
+        try:
+            text = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+
+        self._writer.put(f"{text}\n")
+        if not self._writer.stalled:
+            self._writer.drain(self._wait)
+
+    def flush(self) -> None:
+        """Wait for the queued messages, at most `CLOSE_WAIT` s without
+        progress."""
+        self._writer.drain(CLOSE_WAIT)
+
+    def close(self) -> None:
+        """Stop taking messages (after a flush, as `logging.shutdown` does)."""
+        self._writer.close(0)
+        super().close()
+
+
+def _lines_not_shown(count: int) -> str:
+    return (
+        f"[corral: {count} lines not shown; the terminal is not reading"
+        " \u2014 see .corral/logs]\n"
+    )
+
+
+def _messages_not_shown(count: int) -> str:
+    return f"[corral: {count} messages not shown; the terminal is not reading]\n"
+
+
+class StreamWriter:
+    """Writes text to a stream from one thread of its own; `put` never waits.
+
+    Text is queued up to `limit` characters. What does not fit is dropped
+    and counted, and `marker(count)` is written in its place as soon as the
+    queue has room again (or is empty), so a reader sees where the gap is.
+
+    Real files are written with `os.write` on their descriptor: the thread
+    then holds no lock of the stream object while blocked, which would stop
+    the interpreter from exiting (it flushes sys.stdout at exit).
+    """
+
+    def __init__(
+        self,
+        stream: TextIO,
+        marker: Callable[[int], str],
+        limit: int = QUEUE_LIMIT,
+    ):
+        self._stream = stream
+        self._fd = _raw_fd(stream)
+        self._marker = marker
+        self._limit = limit
+        self._cond = threading.Condition()
+        self._queue: deque[str] = deque()
+        self._size = 0
+        self._dropped = 0
+        self._busy = False
+        self._writes = 0
+        self._closed = False
+        self._broken = False
+        self._thread: threading.Thread | None = None
+        self.stalled = False
+
+    def put(self, text: str) -> None:
+        """Queue `text` (whole lines), or count it as dropped if full."""
+        with self._cond:
+            if self._closed or self._broken:
+                return
+            if self._size and self._size + len(text) > self._limit:
+                self._dropped += 1
+                return
+
+            if self._dropped:
+                self._queue.append(self._marker(self._dropped))
+                self._dropped = 0
+            self._queue.append(text)
+            self._size += len(text)
+            self._start()
+            self._cond.notify_all()
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until everything queued is written; True if it was.
+
+        Gives up once `timeout` s pass without a completed write, and then
+        marks the writer `stalled` until the stream takes text again.
+        """
+        with self._cond:
+            deadline = time.monotonic() + timeout
+            while not self._idle():
+                writes = self._writes
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self.stalled = True
+                    return False
+                self._cond.wait(left)
+                if self._writes != writes:
+                    deadline = time.monotonic() + timeout
+            return True
+
+    def close(self, timeout: float = CLOSE_WAIT) -> None:
+        """Drain (see `drain`), then end the thread; later text is dropped."""
+        self.drain(timeout)
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def _idle(self) -> bool:
+        if self._broken:
+            return True
+        return not (self._queue or self._busy or self._dropped)
+
+    def _start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name="corral-output", daemon=True
+            )
+            self._thread.start()
+
+    def _run(self) -> None:
+        while (batch := self._next()) is not None:
+            written = self._write(batch)
+
+            with self._cond:
+                self._busy = False
+                self._writes += 1
+                self.stalled = False
+                self._broken = not written
+                if self._broken:
+                    self._queue.clear()
+                self._cond.notify_all()
+            if not written:
+                return
+
+    def _next(self) -> str | None:
+        """All queued text at once (a marker when only drops are left);
+        None once closed and empty."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._queue or self._dropped or self._closed)
+            if not self._queue and self._dropped:
+                self._queue.append(self._marker(self._dropped))
+                self._dropped = 0
+            if not self._queue:
+                return None
+
+            batch = "".join(self._queue)
+            self._queue.clear()
+            self._size = 0
+            self._busy = True
+            return batch
+
+    def _write(self, text: str) -> bool:
+        """Write `text`, blocking as long as the stream does; False once
+        the stream is closed or broken (later text is discarded)."""
+        try:
+            if self._fd is None:
+                self._stream.write(text)
+                self._stream.flush()
+            else:
+                _write_fd(self._fd, text, self._stream)
+        except (OSError, ValueError):
+            return False
+        return True
+
+
+def _raw_fd(stream: TextIO) -> int | None:
+    """The descriptor to write `stream` through, or None to use the object.
+
+    A Windows console is written through the object, which turns the text
+    into the console's wide characters.
+    """
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError, AttributeError):
+        return None
+    if sys.platform == "win32" and stream.isatty():
+        return None
+    return fd
+
+
+def _write_fd(fd: int, text: str, stream: TextIO) -> None:
+    """Write all of `text` to `fd` in the stream's encoding."""
+    if sys.platform == "win32":
+        text = text.replace("\n", "\r\n")
+    data = memoryview(text.encode(stream.encoding or "utf-8", errors="replace"))
+
+    while data:
+        try:
+            data = data[os.write(fd, data) :]
+        except BlockingIOError:
+            # Someone (a child sharing the terminal) made it non-blocking.
+            time.sleep(0.05)
 
 
 class RotatingLog:
@@ -145,11 +413,24 @@ class RotatingLog:
 def split_lines(chunks: Iterable[bytes], limit: int = LINE_LIMIT) -> Iterator[bytes]:
     """Lines (without their newline) from a stream of chunks.
 
+    An empty chunk means the pipe went quiet: a partial line pending then
+    comes out as it is, and a newline that follows at once only ends it.
     A line longer than `limit` bytes comes out in pieces of `limit` bytes;
     a last line without a newline comes out at the end.
     """
     pending = bytearray()
+    shown = False
     for chunk in chunks:
+        if not chunk:
+            if pending:
+                yield bytes(pending)
+                pending.clear()
+                shown = True
+            continue
+        if shown and not pending and chunk.startswith(b"\n"):
+            chunk = chunk[1:]
+        shown = False
+
         pending += chunk
         start = 0
         while True:
@@ -166,9 +447,18 @@ def split_lines(chunks: Iterable[bytes], limit: int = LINE_LIMIT) -> Iterator[by
         yield bytes(pending)
 
 
-def read_chunks(fd: int) -> Iterator[bytes]:
-    """Chunks read from a file descriptor until end of file."""
+def read_chunks(fd: int, quiet: float = QUIET) -> Iterator[bytes]:
+    """Chunks read from a file descriptor until end of file.
+
+    After a chunk that ends inside a line, an empty chunk is yielded once
+    the descriptor has had nothing to read for `quiet` s (see
+    `split_lines`). Otherwise reads block, so an idle child costs nothing.
+    """
+    partial = False
     while True:
+        if partial and _quiet_for(fd, quiet):
+            partial = False
+            yield b""
         try:
             chunk = os.read(fd, CHUNK)
         except OSError as exc:
@@ -176,7 +466,24 @@ def read_chunks(fd: int) -> Iterator[bytes]:
             return
         if not chunk:
             return
+        partial = not chunk.endswith(b"\n")
         yield chunk
+
+
+if sys.platform == "win32":
+
+    def _quiet_for(fd: int, seconds: float) -> bool:
+        """Never: Windows pipes cannot be polled, so a partial line waits
+        for its newline (or the end of the output)."""
+        return False
+
+else:
+
+    def _quiet_for(fd: int, seconds: float) -> bool:
+        """Whether `fd` has nothing to read (nor an end) for `seconds`."""
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return not poller.poll(seconds * 1000)
 
 
 def pump(stream: IO[bytes], on_line: Callable[[str], None]) -> None:

@@ -6,6 +6,8 @@ import datetime
 import io
 import os
 import sys
+import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,8 @@ from supervisor.output import (
     split_lines,
     timestamp,
 )
+from tests.support import wait_for
+from tests.up_support import Up
 
 
 def test_split_lines_joins_chunks_and_cuts_endless_lines() -> None:
@@ -31,6 +35,55 @@ def test_split_lines_joins_chunks_and_cuts_endless_lines() -> None:
         b"xxxx",
         b"xxy",
     ]
+
+
+def test_split_lines_hands_on_a_partial_line_when_told_the_pipe_is_quiet() -> None:
+    chunks = [b"Password: ", b"", b"", b"secret\nnext", b"", b"\n"]
+
+    assert list(split_lines(chunks)) == [b"Password: ", b"secret", b"next"]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="pipes cannot be polled")
+def test_pump_shows_a_partial_line_once_the_pipe_is_quiet() -> None:
+    seen: list[str] = []
+    read, write = os.pipe()
+    reader = threading.Thread(target=pump, args=(os.fdopen(read, "rb"), seen.append))
+    reader.start()
+
+    os.write(write, b"Continue? [y/N] ")
+    wait_for(lambda: seen == ["Continue? [y/N] "], timeout=5, what="the prompt")
+    os.write(write, b"one")
+    os.write(write, b" line\n")
+    os.close(write)
+    reader.join(timeout=5)
+
+    assert seen == ["Continue? [y/N] ", "one line"]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="pipes cannot be polled")
+def test_up_shows_a_prompt_and_progress_dots_live(tmp_path: Path) -> None:
+    script = tmp_path / "prompt.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import sys, time
+            for n in range(3):
+                print(f"whole line {n}")
+            sys.stdout.write("Proceed? ")
+            time.sleep(1000)
+            """
+        )
+    )
+    config = f"services:\n  asker: {{command: {sys.executable} {script}}}\n"
+    run = Up(tmp_path, config)
+    try:
+        wait_for(lambda: run.has_line("asker-1 | Proceed? "), what="the prompt")
+        log = tmp_path / ".corral" / "logs" / "asker-1.log"
+
+        assert "Proceed? " in log.read_text()
+        assert all(run.has_line(f"asker-1 | whole line {n}") for n in range(3))
+    finally:
+        run.close()
 
 
 def test_pump_decodes_bad_bytes_and_drops_carriage_returns() -> None:
