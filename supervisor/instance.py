@@ -140,6 +140,24 @@ class Instance:
             )
             self._thread.start()
 
+    def wait_for(self, dependencies: list[str]) -> None:
+        """Show the instance as starting while its service waits for these.
+
+        A running instance is left as is; `start` or `abandon` follows.
+        """
+        with self._cond:
+            if self._thread is not None and self._thread.is_alive():
+                return
+            waiting = f"waiting for {', '.join(dependencies)}"
+            self._set("starting", pid=None, reason=waiting)
+
+    def abandon(self) -> None:
+        """Back to stopped if it waited for dependencies but never started."""
+        with self._cond:
+            idle = self._thread is None or not self._thread.is_alive()
+            if idle and self._status.state == "starting":
+                self._set("stopped", reason="")
+
     def stop(self) -> None:
         """Deregister, stop the process tree, and return once it is down."""
         with self._cond:

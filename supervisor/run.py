@@ -93,6 +93,7 @@ class Orchestrator:
         for name in graph.with_dependencies(self.config, wanted):
             with self._cond:
                 self._pending.add(name)
+            self._show_waiting(name)
             threading.Thread(
                 target=self._launch, args=(name,), name=f"corral-launch-{name}"
             ).start()
@@ -216,13 +217,24 @@ class Orchestrator:
             with self._cond:
                 # Checked and started under the lock that shutdown takes to
                 # set _closing, so nothing starts behind a shutdown's back.
-                if not self._closing:
-                    for inst in self._of(name):
+                for inst in self._of(name):
+                    if self._closing:
+                        inst.abandon()
+                    else:
                         inst.start()
         finally:
             with self._cond:
                 self._pending.discard(name)
             self._changed(None)
+
+    def _show_waiting(self, name: str) -> None:
+        """`ps` shows instances that wait for dependencies as starting."""
+        enabled = self.config.enabled()
+        needs = [d.service for d in self.config.services[name].depends_on]
+        needs = [n for n in needs if n in enabled]
+        if needs:
+            for inst in self._of(name):
+                inst.wait_for(needs)
 
     def _await_dependencies(self, service: ServiceConfig) -> str | None:
         """None when every dependency meets its condition; else why not."""

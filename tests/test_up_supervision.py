@@ -4,6 +4,7 @@ restarts with backoff, tree stops, orphans, pruning, hostile output."""
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import signal
 import socket
@@ -97,6 +98,30 @@ def test_readiness_gates_registration_and_service_healthy(
 
     assert seen - _create_time(slow_pid) >= 2.0
     assert _create_time(after) - _create_time(slow_pid) >= 2.0
+
+
+def test_ps_shows_a_dependent_that_waits_as_starting(
+    tmp_path: Path, runs: list[Up]
+) -> None:
+    config = """
+    services:
+      base:
+        command: sleep 1000
+        readiness: {exec: "test -f go", interval: 50ms, retries: 10000}
+      after:
+        command: sleep 1000
+        depends_on: {base: {condition: service_healthy}}
+    """
+    run = Up(tmp_path, textwrap.dedent(config))
+    runs.append(run)
+    wait_for(lambda: _pid_of(run, "base-1"), what="base started")
+
+    result = run_corral("ps", "-f", str(run.config), "--json", cwd=tmp_path)
+    states = {row["id"]: row["state"] for row in json.loads(result.stdout)}
+    (tmp_path / "go").touch()
+
+    assert states == {"base-1": "starting", "after-1": "starting"}
+    run.wait_registered("after-1")
 
 
 def _pid_of(run: Up, ident: str) -> int | None:
