@@ -43,6 +43,10 @@ from supervisor.yamldoc import KeyPath
 
 log = logging.getLogger(__name__)
 
+#: The most replicas of one service: each is a process, a log file and a
+#: registry entry; far more than that is a typo, not an environment.
+MAX_REPLICAS = 1000
+
 SERVICE_KEYS = (
     "command",
     "working_dir",
@@ -324,9 +328,9 @@ class ServiceReader:
             service.disabled = source.boolean((*path, "disabled"), data["disabled"])
 
     def _replicas(self, raw: Any, port: object) -> int:
-        """At least one; more than one needs a port per replica (`auto`)."""
+        """1 to MAX_REPLICAS; more than one needs a port per replica (`auto`)."""
         path = (*self.path, "replicas")
-        replicas = self.source.integer(path, raw, self.lookup, 1)
+        replicas = self.source.integer(path, raw, self.lookup, 1, MAX_REPLICAS)
         if isinstance(port, int) and replicas > 1:
             self.source.fail(
                 path,
