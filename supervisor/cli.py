@@ -71,13 +71,14 @@ def _cmd_up(args: argparse.Namespace) -> int:
     from supervisor.config import load_config
     from supervisor.control import claim_run
 
+    from supervisor.run import check_services, run_up
+
     config = load_config(config_path(args))
+    check_services(config, args.services)
     if args.detach:
         from supervisor.detach import up_detached
 
         return up_detached(config, args.services)
-
-    from supervisor.run import run_up
 
     # One supervisor per config, checked before anything starts (the claim
     # dies with this process, so a crashed run never blocks the next).

@@ -69,3 +69,13 @@ def test_a_reader_that_goes_away_ends_the_listing_quietly(tmp_path: Path) -> Non
     assert first.startswith("SERVICE") or "api" in first
     assert proc.returncode == 0
     assert errors == ""
+
+
+def test_up_detached_with_an_unknown_service_starts_nothing(tmp_path: Path) -> None:
+    (tmp_path / "corral.yaml").write_text("services:\n  a:\n    command: sleep 100\n")
+
+    result = run_corral("up", "-d", "nosuch", cwd=tmp_path, timeout=30)
+
+    assert result.returncode == 2
+    assert "no enabled service named nosuch" in _one_line(result.stderr)
+    assert not (tmp_path / ".corral").exists()
