@@ -70,7 +70,6 @@ def _cmd_config(args: argparse.Namespace) -> int:
 def _cmd_up(args: argparse.Namespace) -> int:
     from supervisor.config import load_config
     from supervisor.control import claim_run
-
     from supervisor.run import check_services, run_up
 
     config = load_config(config_path(args))
