@@ -32,6 +32,10 @@ State = Literal["starting", "ready", "restarting", "stopped", "failed"]
 #: A run that stayed ready this long (seconds) resets the restart count.
 STABLE_RUN = 10.0
 
+#: Until a readiness probe first passes, the first re-check comes this many
+#: seconds after a failure, and each later gap doubles up to the interval.
+STARTUP_PROBE_GAP = 0.01
+
 #: With no readiness probe, an instance is ready once it has run this long.
 DEFAULT_READY_AFTER = 1.0
 
@@ -353,18 +357,25 @@ class Instance:
         if self._wait(probe.initial_delay):
             return "exited before it was ready"
         failures = 0
+        gap = min(STARTUP_PROBE_GAP, probe.interval)
         while True:
             problem = probes.check(probe, target, context)
             if problem is None:
                 return None
-            failures += 1
-            log.debug(
-                "%s readiness %s/%s: %s", self.id, failures, probe.retries, problem
-            )
-            if failures >= probe.retries:
-                return f"readiness probe failed {failures} times: {problem}"
-            if self._wait(probe.interval):
+
+            # Most services come up in well under one interval: look again
+            # soon, doubling the gap up to the interval, and count towards
+            # `retries` only the checks made at the full interval.
+            if gap >= probe.interval:
+                failures += 1
+                log.debug(
+                    "%s readiness %s/%s: %s", self.id, failures, probe.retries, problem
+                )
+                if failures >= probe.retries:
+                    return f"readiness probe failed {failures} times: {problem}"
+            if self._wait(gap):
                 return "exited before it was ready"
+            gap = min(gap * 2, probe.interval)
 
     def _register(self, launch: Launch, proc: process.Popen) -> bool:
         record = ServiceInstance(

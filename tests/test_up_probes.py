@@ -90,3 +90,23 @@ def test_own_record_is_repaired_after_a_foreign_rewrite(
         timeout=3.0,
         what="the record's pid written back",
     )
+
+
+def test_readiness_looks_again_soon_during_start_up(
+    tmp_path: Path, runs: list[Up]
+) -> None:
+    # The service is ready 0.3 s after it starts; with a 60 s interval only
+    # the quick start-up re-checks can see that before the test's deadline,
+    # and none of those early failures may count towards `retries: 1`.
+    config = """
+    services:
+      slow:
+        command: sh -c "sleep 0.3; touch up; sleep 1000"
+        readiness: {exec: "test -f up", interval: 60s, retries: 1}
+    """
+    run = Up(tmp_path, textwrap.dedent(config))
+    runs.append(run)
+
+    run.wait_registered("slow-1", timeout=20)
+
+    assert not run.has_line("slow-1 failed")
