@@ -62,7 +62,8 @@ class FileRegistry(Registry):
         every watcher of the folder for no change.
         """
         now = time.time()
-        if instance.ttl is None and _unchanged(self._store.read(), instance, now):
+        current = self._store.read_shared()
+        if instance.ttl is None and _unchanged(current, instance, now):
             return
 
         with self._store.update() as document:
@@ -89,7 +90,7 @@ class FileRegistry(Registry):
 
     def prune(self) -> list[ServiceInstance]:
         """Remove instances whose owner process is gone or whose lease lapsed."""
-        if not any(is_stale(i) for i in self._store.read().instances()):
+        if not any(is_stale(i) for i in self._store.read_shared().instances()):
             return []
 
         with self._store.update() as document:

@@ -192,6 +192,7 @@ class FileStore:
         self._thread_lock = _thread_lock_for(path)
         # fallback_to_soft=False: a soft lock is a plain file that a crash
         # leaves behind; better to fail than to risk blocking forever.
+        self._cache: tuple[tuple[int, int, int, int], Document] | None = None
         self._file_lock = filelock.FileLock(
             str(self.lock_path), fallback_to_soft=False, thread_local=False
         )
@@ -253,6 +254,27 @@ class FileStore:
         except RegistryCorrupt:
             with self.locked():
                 return self.read_unlocked()
+
+    def read_shared(self) -> Document:
+        """The current document, parsed again only when the file changed.
+
+        For checks that run every second (renewal, pruning) and only look:
+        the returned document is shared between calls and must not be
+        modified. A change is seen through the file's identity, size and
+        change times, which every replace or in-place rewrite alters.
+        """
+        try:
+            info = os.stat(self.path)
+        except OSError:
+            return self.read()
+        key = (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+        cached = self._cache
+        if cached is not None and cached[0] == key:
+            return cached[1]
+
+        document = self.read()
+        self._cache = (key, document)
+        return document
 
     def read_unlocked(self) -> Document:
         """The current document (empty if the file does not exist)."""
