@@ -103,6 +103,7 @@ class RuntimeAdapter:
                 restarts=s.restarts,
                 started_at=s.started_at,
                 endpoints=list(s.endpoints),
+                reason=s.reason,
             )
             for s in self.runtime.snapshot()
         ]

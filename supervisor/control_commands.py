@@ -70,21 +70,32 @@ def cmd_ps(args: argparse.Namespace) -> int:
 
 def format_table(statuses: list[InstanceStatus], now: float) -> str:
     """`ps` as aligned columns, one instance a row."""
-    header = ("SERVICE", "ID", "STATE", "PID", "RESTARTS", "UPTIME", "ENDPOINTS")
+    header: tuple[str, ...] = (
+        "SERVICE",
+        "ID",
+        "STATE",
+        "PID",
+        "RESTARTS",
+        "UPTIME",
+        "ENDPOINTS",
+    )
+    with_reasons = any(s.reason for s in statuses)
+    if with_reasons:
+        header += ("REASON",)
+
     rows = [header]
     for s in statuses:
         uptime = _uptime(s, now)
-        rows.append(
-            (
-                s.service,
-                s.id,
-                s.state,
-                str(s.pid) if s.pid else "-",
-                str(s.restarts),
-                format_duration(uptime) if uptime is not None else "-",
-                ",".join(s.endpoints) or "-",
-            )
+        row: tuple[str, ...] = (
+            s.service,
+            s.id,
+            s.state,
+            str(s.pid) if s.pid else "-",
+            str(s.restarts),
+            format_duration(uptime) if uptime is not None else "-",
+            ",".join(s.endpoints) or "-",
         )
+        rows.append((*row, s.reason or "-") if with_reasons else row)
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = [
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()

@@ -63,6 +63,9 @@ class InstanceStatus:
     restarts: int = 0
     started_at: float | None = None
     endpoints: list[str] = field(default_factory=list)
+    #: Why the instance is in its state, where that is not plain: what a
+    #: starting one waits for, why a failed one failed.
+    reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object sent over the channel and printed by `ps --json`."""

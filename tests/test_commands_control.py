@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.control_commands import format_duration
+from supervisor.control_commands import format_duration, format_table
+from supervisor.control_server import InstanceStatus
 from tests.support import REPO, corral_env, run_corral, wait_for
 
 CONFIG = """\
@@ -151,3 +152,21 @@ def test_another_config_in_the_same_folder_is_named(
     result = run_corral("up", "-d", "-f", str(other))
     assert result.returncode == 1
     assert f"{config} already runs in this folder (pid {fake.pid})" in result.stderr
+
+
+def test_ps_table_tells_why_an_instance_waits_or_failed() -> None:
+    statuses = [
+        InstanceStatus("db", "db-1", "failed", reason="exited with code 3"),
+        InstanceStatus("web", "web-1", "starting", reason="waiting for db"),
+        InstanceStatus("api", "api-1", "ready", pid=42, started_at=100.0),
+    ]
+
+    lines = format_table(statuses, now=160.0).splitlines()
+
+    assert lines[0].split()[-1] == "REASON"
+    assert lines[1].endswith("exited with code 3")
+    assert lines[2].endswith("waiting for db")
+    assert lines[3].split()[-1] == "-"
+    assert "1m00s" in lines[3]
+    no_reasons = format_table(statuses[2:], now=160.0)
+    assert "REASON" not in no_reasons
