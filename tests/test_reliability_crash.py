@@ -20,7 +20,6 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -53,15 +52,6 @@ def rng() -> random.Random:
     seed = int(os.environ.get("CORRAL_RELIABILITY_SEED", time.time_ns() % 2**32))
     print(f"CORRAL_RELIABILITY_SEED={seed}")
     return random.Random(seed)
-
-
-@pytest.fixture
-def runs() -> Iterator[list[Up]]:
-    """The runs of a test, ended whatever happens (tagged leftovers too)."""
-    started: list[Up] = []
-    yield started
-    for run in started:
-        run.close()
 
 
 # -- registry writers ----------------------------------------------------------

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,15 +56,6 @@ def _config() -> str:
 
 
 IDS = {f"s{n:02d}-{r}" for n in range(SERVICES) for r in range(1, REPLICAS + 1)}
-
-
-@pytest.fixture
-def runs() -> Iterator[list[Up]]:
-    """The runs of a test, ended whatever happens."""
-    started: list[Up] = []
-    yield started
-    for run in started:
-        run.close()
 
 
 def _check_registry(run: TaggedUp, complete: bool) -> dict[str, dict[str, Any]]:

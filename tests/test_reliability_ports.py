@@ -50,15 +50,6 @@ def held() -> Iterator[list[socket.socket]]:
             sock.close()
 
 
-@pytest.fixture
-def runs() -> Iterator[list[Up]]:
-    """The runs of a test, ended whatever happens."""
-    started: list[Up] = []
-    yield started
-    for run in started:
-        run.close()
-
-
 def _port(instance: dict[str, object]) -> int:
     endpoints = instance["endpoints"]
     assert isinstance(endpoints, list)

@@ -13,7 +13,7 @@ import json
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -200,15 +200,6 @@ AT_START = [
     "version-2",
     "huge-truncated",
 ]
-
-
-@pytest.fixture
-def runs() -> Iterator[list[Up]]:
-    """The runs of a test, ended whatever happens."""
-    started: list[Up] = []
-    yield started
-    for run in started:
-        run.close()
 
 
 def _aside(folder: Path) -> list[Path]:

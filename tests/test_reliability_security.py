@@ -11,7 +11,6 @@ import os
 import signal
 import stat
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,15 +29,6 @@ needs_root = pytest.mark.skipif(
     not hasattr(os, "geteuid") or os.geteuid() != 0,
     reason="giving a file to another user needs root",
 )
-
-
-@pytest.fixture
-def runs() -> Iterator[list[Up]]:
-    """The runs of a test, ended whatever happens."""
-    started: list[Up] = []
-    yield started
-    for run in started:
-        run.close()
 
 
 def _mode(path: Path) -> int:

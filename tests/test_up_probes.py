@@ -6,7 +6,6 @@ import json
 import os
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,14 +14,6 @@ from tests.support import wait_for
 from tests.up_support import Up
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX shell")
-
-
-@pytest.fixture
-def runs() -> Iterator[list[Up]]:
-    started: list[Up] = []
-    yield started
-    for run in started:
-        run.close()
 
 
 def test_failed_liveness_deregisters_and_restarts(

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -24,15 +23,6 @@ from tests.up_support import Up, elapsed_until, gone
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
 PY = sys.executable
-
-
-@pytest.fixture
-def runs() -> Iterator[list[Up]]:
-    """Collects the runs of a test and cleans them up whatever happens."""
-    started: list[Up] = []
-    yield started
-    for run in started:
-        run.close()
 
 
 def _script(folder: Path, name: str, code: str) -> str:

@@ -1,31 +1,21 @@
 """The demo API: answers /health and /hello with which instance it is."""
 
-import json
 import os
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
+
+from jsonhttp import JSONHandler
 
 INSTANCE = os.environ.get("CORRAL_INSTANCE_ID", "api")
 
 
-class Handler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
+class Handler(JSONHandler):
+    def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
         if self.path == "/health":
-            self._reply(200, {"status": "ok"})
+            self.reply(200, {"status": "ok"})
         elif self.path == "/hello":
-            self._reply(200, {"message": "hello", "instance": INSTANCE})
+            self.reply(200, {"message": "hello", "instance": INSTANCE})
         else:
-            self._reply(404, {"error": f"no route {self.path}"})
-
-    def _reply(self, status: int, body: dict[str, str]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: object) -> None:
-        print(f"{self.address_string()} {format % args}", flush=True)
+            self.reply(404, {"error": f"no route {self.path}"})
 
 
 def main() -> None:

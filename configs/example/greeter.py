@@ -9,7 +9,9 @@ import json
 import os
 import threading
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
+
+from jsonhttp import JSONHandler
 
 from registry import open_registry
 
@@ -40,28 +42,17 @@ def ask_api() -> dict[str, str]:
         return json.load(response)
 
 
-class Handler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
+class Handler(JSONHandler):
+    def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
         if self.path == "/health":
-            self._reply(200, {"status": "ok"})
+            self.reply(200, {"status": "ok"})
             return
         try:
             answer = ask_api()
         except OSError as exc:
-            self._reply(502, {"error": str(exc)})
+            self.reply(502, {"error": str(exc)})
             return
-        self._reply(200, {"greeting": f"{answer['message']} via {answer['instance']}"})
-
-    def _reply(self, status: int, body: dict[str, str]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: object) -> None:
-        print(f"{self.address_string()} {format % args}", flush=True)
+        self.reply(200, {"greeting": f"{answer['message']} via {answer['instance']}"})
 
 
 def main() -> None:
