@@ -29,6 +29,7 @@ from registry.errors import (
     RegistryWriteError,
 )
 from registry.instance import ServiceInstance
+from registry.jsonplace import locate
 
 log = logging.getLogger(__name__)
 
@@ -130,12 +131,26 @@ def parse_document(text: str, path: str) -> Document:
     if services is None:  # Go writes a nil map as null
         services = {}
     if not isinstance(services, dict):
-        raise RegistryCorrupt(path, "'services' must be an object")
+        line, column = locate(text, ["services"])
+        raise RegistryCorrupt(path, "'services' must be an object", line, column)
 
     document = Document(extra={k: v for k, v in data.items() if k not in _TOP_FIELDS})
     for name, entries in services.items():
-        document.services[name] = _parse_entries(name, entries, path)
+        try:
+            document.services[name] = _parse_entries(name, entries)
+        except _Misplaced as exc:
+            line, column = locate(text, exc.where)
+            raise RegistryCorrupt(path, exc.reason, line, column) from exc
     return document
+
+
+class _Misplaced(ValueError):
+    """A value of the wrong type, and the key path that leads to it."""
+
+    def __init__(self, where: list[str | int], reason: str):
+        self.where = where
+        self.reason = reason
+        super().__init__(reason)
 
 
 def _refuse_constant(name: str) -> Any:
@@ -161,18 +176,19 @@ def _check_version(version: Any, path: str) -> None:
         raise RegistryCorrupt(path, f"unknown format version {version!r}")
 
 
-def _parse_entries(name: str, entries: Any, path: str) -> list[ServiceInstance]:
+def _parse_entries(name: str, entries: Any) -> list[ServiceInstance]:
     if entries is None:
         return []
     if not isinstance(entries, list):
-        raise RegistryCorrupt(path, f"services.{name} must be a list")
+        raise _Misplaced(["services", name], f"services.{name} must be a list")
 
     parsed = []
     for index, entry in enumerate(entries):
         try:
             parsed.append(ServiceInstance.from_dict(entry))
         except (ValueError, TypeError) as exc:
-            raise RegistryCorrupt(path, f"services.{name}[{index}]: {exc}") from exc
+            where: list[str | int] = ["services", name, index]
+            raise _Misplaced(where, f"services.{name}[{index}]: {exc}") from exc
     return parsed
 
 
