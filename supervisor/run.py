@@ -74,6 +74,7 @@ class Orchestrator:
         self._ports: dict[str, int] = {}
         self._port_lock = threading.Lock()
         self._logs: list[output.RotatingLog] = []
+        self._created: dict[tuple[int, float | None], float] = {}
         self.instances = self._make_instances()
         self.printer.reserve(self.instances)
         self._pruner = threading.Thread(
@@ -366,13 +367,22 @@ class Orchestrator:
             self.state_file.set_children(self._children())
 
     def _children(self) -> list[dict[str, object]]:
+        """The state file's record of the children that run now.
+
+        Each run's creation time is read once and kept by (pid, spawn time):
+        with every change asking, fifty starting children would otherwise
+        cost thousands of process look-ups.
+        """
         children: list[dict[str, object]] = []
+        known: dict[tuple[int, float | None], float] = {}
         for status in self.snapshot():
             if status.pid is None:
                 continue
-            started = state.process_started(status.pid)
+            run = (status.pid, status.started_at)
+            started = self._created.get(run) or state.process_started(status.pid)
             if started is None:
                 continue
+            known[run] = started
             children.append(
                 {
                     "instance": status.id,
@@ -382,6 +392,7 @@ class Orchestrator:
                     "pgid": status.pid,
                 }
             )
+        self._created = known  # only the runs that still go on
         return children
 
     def _settled(self) -> bool:
