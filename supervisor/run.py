@@ -75,6 +75,7 @@ class Orchestrator:
         self._port_lock = threading.Lock()
         self._logs: list[output.RotatingLog] = []
         self._created: dict[tuple[int, float | None], float] = {}
+        self._recording = threading.Lock()
         self.instances = self._make_instances()
         self.printer.reserve(self.instances)
         self._pruner = threading.Thread(
@@ -364,7 +365,10 @@ class Orchestrator:
         with self._cond:
             self._cond.notify_all()
         if self.state_file is not None:
-            self.state_file.set_children(self._children())
+            # Taking the list and handing it on under one lock keeps an older
+            # list from another thread from landing after a newer one.
+            with self._recording:
+                self.state_file.set_children(self._children())
 
     def _children(self) -> list[dict[str, object]]:
         """The state file's record of the children that run now.
