@@ -19,8 +19,15 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import FrameType
 
-from registry import Registry, RegistryCorrupt, RegistryError, open_registry
+from registry import (
+    Registry,
+    RegistryCorrupt,
+    RegistryError,
+    ServiceInstance,
+    open_registry,
+)
 from registry.errors import RegistryWriteError
+from registry.liveness import is_stale
 from supervisor import graph, orphans, output, process, state, watchdog
 from supervisor.control_attach import attach
 from supervisor.errors import StartFailed, UsageError
@@ -36,6 +43,20 @@ PRUNE_INTERVAL = 1.0
 #: Seconds that processes left after every service stopped get after
 #: SIGTERM before they are killed.
 LEFTOVER_GRACE = 2.0
+
+
+class IdTaken(StartRefused):
+    """An instance id that another live process holds in the registry."""
+
+    def __init__(self, registry: str, record: ServiceInstance):
+        self.registry = registry
+        self.record = record
+        where = f" on {record.host}" if record.host else ""
+        super().__init__(
+            f"{registry} already holds {record.id!r} for a live process (pid "
+            f"{record.pid}{where}); another environment uses this registry with "
+            "the same service name (rename the service or use another registry)"
+        )
 
 
 class PortInUse(StartRefused):
@@ -278,6 +299,7 @@ class Orchestrator:
     def _prepare(self, inst: Instance) -> Launch:
         """Port, environment and rendered templates for one run of `inst`."""
         service = inst.service
+        self._check_id_free(inst)
         port = self._port_for(inst)
         variables = {
             "CORRAL_SERVICE": service.name,
@@ -314,6 +336,22 @@ class Orchestrator:
             ]
             found[endpoints_variable(dep.service)] = ",".join(ready)
         return found
+
+    def _check_id_free(self, inst: Instance) -> None:
+        """Refuse an id that a live process of someone else has registered.
+
+        Two environments sharing one registry with the same service names
+        would otherwise overwrite each other's record every second.
+        """
+        try:
+            found = self.registry.get_service(inst.service.name)
+        except RegistryError:
+            return  # the registry's own trouble is reported where it is used
+        for record in found:
+            if record.id != inst.id or record.pid is None or is_stale(record):
+                continue
+            if record.pid != inst.status().pid:
+                raise IdTaken(self.config.registry, record)
 
     def _port_for(self, inst: Instance) -> int | None:
         """The instance's port: kept across restarts while it stays free."""
