@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import FrameType
 
+import psutil
+
 from registry import (
     Registry,
     RegistryCorrupt,
@@ -97,6 +99,7 @@ class Orchestrator:
         self._logs: list[output.RotatingLog] = []
         self._created: dict[tuple[int, float | None], float] = {}
         self._recording = threading.Lock()
+        self._strays: list[dict[str, float]] = []
         self.instances = self._make_instances()
         self.printer.reserve(self.instances)
         self._pruner = threading.Thread(
@@ -456,6 +459,24 @@ class Orchestrator:
                     return
             self._prune_once()
             orphans.reap()
+            self._record_strays()
+
+    def _record_strays(self) -> None:
+        """List adopted orphans in the state file, for the orphan guard.
+
+        They live outside every recorded process group, so if this
+        supervisor is killed outright only this list lets the guard (or the
+        next `corral up`) find them.
+        """
+        if self.state_file is None:
+            return
+        found = []
+        for proc in orphans.strays():
+            with contextlib.suppress(psutil.Error):
+                found.append({"pid": proc.pid, "started": proc.create_time()})
+        if found != self._strays:
+            self._strays = found
+            self.state_file.set("strays", found)
 
     def _prune_once(self) -> None:
         try:

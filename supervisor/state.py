@@ -207,7 +207,7 @@ def end_leftovers(data: dict[str, Any]) -> list[int]:
         for c in children
         if isinstance(c.get("pid"), int) and isinstance(c.get("started"), (int, float))
     ]
-    ended = process.kill_pids(owned)
+    ended = process.kill_pids(owned + _recorded(data.get("strays")))
     for pid, started in owned:
         # The group's id is the old child's pid. While that pid is unused
         # or still names the old child (a zombie, say), no other group can
@@ -215,6 +215,21 @@ def end_leftovers(data: dict[str, Any]) -> list[int]:
         if not psutil.pid_exists(pid) or same_process(pid, started):
             ended.extend(_kill_group(pid))
     return ended
+
+
+def _recorded(entries: Any) -> list[tuple[int, float]]:
+    # Processes that escaped their service's tree (double fork and setsid)
+    # and that the supervisor adopted: ended by pid, after the same check of
+    # their creation time.
+    if not isinstance(entries, list):
+        return []
+    return [
+        (int(e["pid"]), float(e["started"]))
+        for e in entries
+        if isinstance(e, dict)
+        and isinstance(e.get("pid"), int)
+        and isinstance(e.get("started"), (int, float))
+    ]
 
 
 def _kill_group(pgid: int) -> list[int]:

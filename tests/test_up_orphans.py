@@ -4,6 +4,7 @@ end with it: at Ctrl-C, and when that one service is stopped."""
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import sys
 import textwrap
@@ -101,3 +102,32 @@ def test_stopping_one_service_ends_its_escapee_only(tmp_path: Path, tag: str) ->
         assert run.instances()["other-1"]["pid"] == other
     finally:
         run.close()
+
+
+def test_an_escapee_ends_when_the_supervisor_is_killed_outright(
+    tmp_path: Path, tag: str
+) -> None:
+    run = Up(tmp_path, _config(tmp_path, tag))
+    try:
+        run.wait_registered("esc-1", "other-1")
+        escapee = _escapee(tmp_path, tag)
+        state_file = tmp_path / ".corral" / "state.json"
+        wait_for(
+            lambda: escapee in _recorded_strays(state_file),
+            what="the escapee listed in the state file",
+        )
+
+        run.proc.kill()
+        run.proc.wait(5)
+
+        wait_for(lambda: gone([escapee]), timeout=5, what="escapee to end")
+    finally:
+        run.close()
+
+
+def _recorded_strays(state_file: Path) -> set[int]:
+    try:
+        data = json.loads(state_file.read_text())
+    except (OSError, ValueError):
+        return set()
+    return {entry["pid"] for entry in data.get("strays", [])}
