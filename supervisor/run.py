@@ -138,6 +138,10 @@ class Orchestrator:
     def restart(self, names: Iterable[str]) -> None:
         """Stop these services and start them again (auto ports are new)."""
         wanted = self._services(names)
+        with self._cond:
+            # Between the stop and the start nothing would run: without this
+            # a restart of every service would look like the end of the run.
+            self._pending.update(wanted)
         for name in wanted:
             self._stop_all(self._of(name))
             for inst in self._of(name):
