@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import secrets
 import stat
@@ -100,14 +101,19 @@ class Document:
 
         services = [
             f"    {json.dumps(name)}: [\n"
-            + ",\n".join(f"      {json.dumps(i.to_dict())}" for i in entries)
+            + ",\n".join(
+                f"      {json.dumps(i.to_dict(), allow_nan=False)}" for i in entries
+            )
             + "\n    ]"
             for name, entries in self.services.items()
             if entries
         ]
         body = "{\n" + ",\n".join(services) + "\n  }" if services else "{}"
         fields = [f'  "services": {body}']
-        fields += [f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in top.items()]
+        fields += [
+            f"  {json.dumps(k)}: {json.dumps(v, allow_nan=False)}"
+            for k, v in top.items()
+        ]
         return "{\n" + ",\n".join(fields) + "\n}\n"
 
 
@@ -116,7 +122,12 @@ def parse_document(text: str, path: str) -> Document:
     if not text.strip():
         return Document()
     try:
-        data = json.loads(text, parse_constant=_refuse_constant, parse_int=_bounded_int)
+        data = json.loads(
+            text,
+            parse_constant=_refuse_constant,
+            parse_int=_bounded_int,
+            parse_float=_finite_float,
+        )
     except json.JSONDecodeError as exc:
         raise RegistryCorrupt(path, exc.msg, exc.lineno, exc.colno) from exc
     except RecursionError as exc:
@@ -165,6 +176,15 @@ def _bounded_int(digits: str) -> int:
     if len(digits) > 30:
         raise ValueError(f"an integer of {len(digits)} digits is not a registry value")
     return int(digits)
+
+
+def _finite_float(digits: str) -> float:
+    # 1e999 parses as infinity, which no field may hold and which cannot
+    # be written back as JSON.
+    value = float(digits)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {digits} is out of range")
+    return value
 
 
 def _check_version(version: Any, path: str) -> None:
