@@ -214,10 +214,12 @@ def test_watch_ignores_unrelated_and_unchanged_writes(reg: Registry) -> None:
     watcher = reg.watch("api")
     assert ids(watcher.next(timeout=5)) == ["api-1", "api-2"]
 
+    # Writes that leave api's instances as they were. (A deregister and a
+    # register back are two writes, and a watcher may rightly see the
+    # moment between them, so they are no test of this.)
     reg.register(ServiceInstance(id="db-1", name="db"))
     reg.renew(api("api-1"))
-    reg.deregister(api("api-1"))
-    reg.register(api("api-1"))  # back as it was, now last in order
+    reg.register(api("api-2"))
 
     assert watcher.next(timeout=0.5) is None
     reg.register(api("api-3"))

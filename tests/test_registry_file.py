@@ -247,3 +247,24 @@ def test_pid_of_another_host_is_not_judged() -> None:
 
     assert not liveness.owner_dead(record)
     assert liveness.owner_dead(record, host="elsewhere")
+
+
+def test_watcher_ignores_a_rewrite_that_only_reorders(tmp_path: Path) -> None:
+    path = tmp_path / "registry.json"
+    reg = FileRegistry(path)
+    reg.register(ServiceInstance(id="a-1", name="a", endpoints=["tcp://h:1"]))
+    reg.register(ServiceInstance(id="a-2", name="a", endpoints=["tcp://h:2"]))
+    watcher = reg.watch("a")
+    assert [i.id for i in watcher.next(timeout=5) or []] == ["a-1", "a-2"]
+
+    data = json.loads(path.read_text())
+    data["services"]["a"].reverse()
+    temp = tmp_path / "replacement.json"
+    temp.write_text(json.dumps(data))
+    os.replace(temp, path)  # one atomic rewrite, as another program would
+
+    assert watcher.next(timeout=0.5) is None
+    reg.register(ServiceInstance(id="a-3", name="a"))
+    got = watcher.next(timeout=5)
+    assert got is not None and sorted(i.id for i in got) == ["a-1", "a-2", "a-3"]
+    watcher.stop()
