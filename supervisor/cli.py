@@ -21,6 +21,7 @@ Command = Callable[[argparse.Namespace], int]
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `corral` console script; returns the exit code."""
+    _fill_closed_std_streams()
     parser = _build_parser()
     args = parser.parse_args(argv)
     _configure_logging(args.verbose)
@@ -152,6 +153,24 @@ def _configure_logging(verbose: bool | None) -> None:
     # watchfiles reports every batch of file events at info level; those are
     # corral's own plumbing, not something a user asked to see.
     logging.getLogger("watchfiles").setLevel(logging.WARNING)
+
+
+def _fill_closed_std_streams() -> None:
+    # Started with stdout or stderr closed (`corral up >&-`), the next file
+    # corral opens would get descriptor 1 or 2, and output meant for the
+    # terminal would land in it: give those descriptors the null device.
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+            continue
+        except OSError:
+            pass
+        null = os.open(os.devnull, os.O_WRONLY)
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, "w", closefd=False))  # noqa: SIM115
 
 
 def _describe_os_error(exc: OSError) -> str:

@@ -79,3 +79,24 @@ def test_up_detached_with_an_unknown_service_starts_nothing(tmp_path: Path) -> N
     assert result.returncode == 2
     assert "no enabled service named nosuch" in _one_line(result.stderr)
     assert not (tmp_path / ".corral").exists()
+
+
+def test_up_with_stdout_closed_still_runs(tmp_path: Path) -> None:
+    (tmp_path / "corral.yaml").write_text(
+        "services:\n  once:\n    command: echo done\n    restart: 'no'\n"
+    )
+    argv = " ".join(corral_cmd("up"))
+
+    result = subprocess.run(
+        ["sh", "-c", f"exec {argv} >&-"],
+        cwd=tmp_path,
+        env=corral_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 0, result.stderr
+    log = (tmp_path / ".corral" / "logs" / "once-1.log").read_text()
+    assert log.rstrip().endswith(" done")
