@@ -12,6 +12,7 @@ import collections
 import heapq
 import logging
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import watchfiles
 
-from supervisor.output import Printer
+from supervisor.output import Printer, reader_gone
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,8 @@ class _Follower:
             rust_timeout=_FOLLOW_WAKE_MS,
         ):
             self._read_new()
+            if reader_gone(sys.stdout):
+                return
 
     def _names(self) -> list[str]:
         return self._fixed if self._fixed is not None else instance_files(self._dir)

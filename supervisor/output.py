@@ -84,6 +84,23 @@ def cut(text: str, limit: int = DISPLAY_LIMIT) -> str:
     return f"{text[:limit]} [... {len(text) - limit} more characters in the log]"
 
 
+def reader_gone(stream: TextIO) -> bool:
+    """Whether `stream` is a pipe whose reader has closed it (POSIX).
+
+    A command that follows something forever (`logs --follow`, `registry
+    watch`) asks this while idle, so that `| head` ends it without waiting
+    for the next line to fail.
+    """
+    if sys.platform == "win32":
+        return False
+    try:
+        poller = select.poll()
+        poller.register(stream.fileno(), select.POLLERR)
+        return any(event & select.POLLERR for _fd, event in poller.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
 class Printer:
     """Writes `api-1 | line` to a stream, one whole line at a time.
 

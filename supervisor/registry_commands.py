@@ -19,6 +19,7 @@ from typing import Any
 
 from registry import Registry, ServiceInstance, open_registry
 from supervisor.errors import NotRunning, UsageError
+from supervisor.output import reader_gone
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,9 @@ DEFAULT_CONFIG = "corral.yaml"
 DEFAULT_REGISTRY = Path(".corral") / "registry.json"
 
 _COLUMNS = ("SERVICE", "ID", "VERSION", "PID", "ENDPOINTS")
+
+#: How often an idle `watch` looks whether its reader went away (seconds).
+_IDLE_CHECK = 0.5
 
 
 def add_registry_arguments(parser: argparse.ArgumentParser) -> None:
@@ -151,7 +155,10 @@ def _watch(registry: Registry, args: argparse.Namespace) -> int:
     watch_options: dict[str, Any] = {"polling": True} if args.poll else {}
     watcher = registry.watch(args.name, **watch_options)
     try:
-        for instances in watcher:
+        while not reader_gone(sys.stdout):
+            instances = watcher.next(timeout=_IDLE_CHECK)
+            if instances is None:
+                continue
             line = (
                 json.dumps(_dicts(_sorted(instances)))
                 if args.json

@@ -7,6 +7,8 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.support import corral_cmd, corral_env, run_corral
 
 
@@ -100,3 +102,36 @@ def test_up_with_stdout_closed_still_runs(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     log = (tmp_path / ".corral" / "logs" / "once-1.log").read_text()
     assert log.rstrip().endswith(" done")
+
+
+@pytest.mark.parametrize("follow", ["watch", "logs"])
+def test_following_ends_when_its_reader_goes_away(tmp_path: Path, follow: str) -> None:
+    (tmp_path / "corral.yaml").write_text("services:\n  x:\n    command: sleep 1\n")
+    logs = tmp_path / ".corral" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "x-1.log").write_text("2026-01-01T00:00:00.000000Z hello\n")
+    registry = tmp_path / ".corral" / "registry.json"
+    registry.write_text('{"services": {"x": [{"id": "x-1", "name": "x"}]}}')
+    args = {
+        "watch": ("registry", "--registry", str(registry), "watch", "x", "--json"),
+        "logs": ("logs", "--follow", "--tail", "1"),
+    }[follow]
+
+    proc = subprocess.Popen(
+        corral_cmd(*args),
+        cwd=tmp_path,
+        env=corral_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline()
+    proc.stdout.close()  # like `| head -1`
+
+    try:
+        proc.wait(timeout=15)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0
+    assert "Traceback" not in proc.stderr.read()
