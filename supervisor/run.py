@@ -99,6 +99,7 @@ class Orchestrator:
         self._logs: list[output.RotatingLog] = []
         self._created: dict[tuple[int, float | None], float] = {}
         self._recording = threading.Lock()
+        self._stopped_with: dict[str, set[str]] = {}
         self._strays: list[dict[str, float]] = []
         self.instances = self._make_instances()
         self.printer.reserve(self.instances)
@@ -116,6 +117,11 @@ class Orchestrator:
         in its own thread. Unknown names raise UsageError.
         """
         wanted = self._services(names)
+        with self._cond:
+            # Dependents that a stop of these services took down come back
+            # with them, so that `stop api` then `start api` undoes itself.
+            along = set().union(*(self._stopped_with.pop(n, set()) for n in wanted))
+        wanted += [n for n in self.config.services if n in along and n not in wanted]
         for name in graph.with_dependencies(self.config, wanted):
             with self._cond:
                 self._pending.add(name)
@@ -127,13 +133,28 @@ class Orchestrator:
     def stop(self, names: Iterable[str] | None = None) -> None:
         """Stop these services (default: all) and their dependents, dependents
         first; returns when they are down."""
-        wanted = set(self._services(names))
+        named = self._services(names)
+        wanted = set(named)
+        for name in named:
+            dependents = set(graph.dependents(self.config, name)) - set(named)
+            wanted |= dependents
+            along = {d for d in dependents if self._is_up(d)}
+            if along and names is not None:
+                log.info(
+                    "stopping %s too: they depend on %s", ", ".join(sorted(along)), name
+                )
+            with self._cond:
+                self._stopped_with[name] = along
         with self._cond:
             self._held_down |= not self._closing
-        for name in list(wanted):
-            wanted.update(graph.dependents(self.config, name))
         for level in graph.stop_levels(self.config):
             self._stop_all([i for n in level if n in wanted for i in self._of(n)])
+
+    def _is_up(self, name: str) -> bool:
+        """Whether an instance of the service runs or is on its way up."""
+        return any(
+            i.status().state not in ("stopped", "failed") for i in self._of(name)
+        )
 
     def restart(self, names: Iterable[str]) -> None:
         """Stop these services and start them again (auto ports are new)."""

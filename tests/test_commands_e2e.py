@@ -184,6 +184,13 @@ def _start(project: Path) -> str:
     assert rows["api"]["state"] == "ready"
     (endpoint,) = rows["api"]["endpoints"]
     assert registered(project)["api-1"] == [endpoint]
+
+    # The dependents that `stop api` took down come back with it.
+    wait_for(
+        lambda: all(r["state"] == "ready" for r in ps(project).values()),
+        what="api's dependents back",
+    )
+    assert events(project, "web")[-1] == f"start {endpoint}"
     return str(endpoint)
 
 
@@ -197,10 +204,13 @@ def _down(project: Path) -> None:
     assert after.returncode == 1
     assert "nothing is running" in after.stderr
 
-    # Each dependent saw exactly what its policy asks for, and no more.
-    assert len(events(project, "web")) == 2
+    # Each dependent saw exactly what its policy asks for, and no more: a
+    # start at `up`, one for the restart of api (web only) and one when
+    # `start api` brought it back after `stop api`.
+    assert len(events(project, "web")) == 3
     assert events(project, "hup").count("hup") == 1
-    assert len(events(project, "quiet")) == 1
+    assert len([e for e in events(project, "hup") if e.startswith("start")]) == 2
+    assert len(events(project, "quiet")) == 2
 
 
 FAILING = """\
