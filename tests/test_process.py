@@ -14,19 +14,9 @@ import pytest
 
 from supervisor import process
 from tests.support import wait_for
+from tests.up_support import gone
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX trees")
-
-
-def _gone(pids: list[int]) -> bool:
-    """Whether none of these processes still runs (a zombie has ended)."""
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                return False
-        except psutil.NoSuchProcess:
-            continue
-    return True
 
 
 def _descendants(pid: int, count: int) -> list[int]:
@@ -44,7 +34,7 @@ def test_stop_tree_ends_sh_wrapper_and_its_sleeps(tmp_path: Path) -> None:
     process.stop_tree(proc, "SIGTERM", grace=5.0)
 
     assert proc.returncode is not None
-    assert _gone(sleeps)
+    assert gone(sleeps)
 
 
 def test_stop_tree_kills_what_ignores_the_stop_signal(tmp_path: Path) -> None:
@@ -55,7 +45,7 @@ def test_stop_tree_kills_what_ignores_the_stop_signal(tmp_path: Path) -> None:
     process.stop_tree(proc, "SIGTERM", grace=0.3)
 
     assert proc.returncode == -signal.SIGKILL
-    assert _gone(kids)
+    assert gone(kids)
 
 
 def test_child_gets_unbuffered_python_and_merged_output(tmp_path: Path) -> None:
@@ -95,7 +85,7 @@ def test_child_dies_with_its_supervisor(tmp_path: Path) -> None:
         child = int(pidfile.read_text())
         parent.kill()
         parent.wait(5)
-        wait_for(lambda: _gone([child]), timeout=2.0, what="child to die")
+        wait_for(lambda: gone([child]), timeout=2.0, what="child to die")
     finally:
         parent.kill()
 
