@@ -29,7 +29,7 @@ from registry.errors import (
     RegistryUnavailable,
     RegistryWriteError,
 )
-from registry.instance import ServiceInstance
+from registry.instance import FieldError, ServiceInstance
 from registry.jsonplace import locate
 
 log = logging.getLogger(__name__)
@@ -208,6 +208,8 @@ def _parse_entries(name: str, entries: Any) -> list[ServiceInstance]:
             parsed.append(ServiceInstance.from_dict(entry))
         except (ValueError, TypeError) as exc:
             where: list[str | int] = ["services", name, index]
+            if isinstance(exc, FieldError):
+                where.append(exc.field)
             raise _Misplaced(where, f"services.{name}[{index}]: {exc}") from exc
     return parsed
 

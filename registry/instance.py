@@ -25,6 +25,14 @@ _KNOWN_FIELDS = frozenset(
 )
 
 
+class FieldError(ValueError):
+    """A field of a stored instance with a value of the wrong type."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(message)
+
+
 def this_host() -> str:
     """The host name written into records registered from this machine."""
     return socket.gethostname()
@@ -102,12 +110,16 @@ class ServiceInstance:
         name = _field(data, "name", str)
         metadata = data.get("metadata") or {}
         if not isinstance(metadata, dict):
-            raise ValueError(f"instance {ident!r}: metadata must be an object")
+            raise FieldError(
+                "metadata", f"instance {ident!r}: metadata must be an object"
+            )
         endpoints = data.get("endpoints") or []
         if not isinstance(endpoints, list) or not all(
             isinstance(e, str) for e in endpoints
         ):
-            raise ValueError(f"instance {ident!r}: endpoints must be a list of strings")
+            raise FieldError(
+                "endpoints", f"instance {ident!r}: endpoints must be a list of strings"
+            )
         return cls(
             id=ident,
             name=name,
@@ -146,7 +158,7 @@ def _kind(value: Any) -> str:
 def _field(data: dict[str, Any], name: str, kind: type) -> Any:
     value = data.get(name)
     if not isinstance(value, kind) or isinstance(value, bool):
-        raise ValueError(f"instance field {name!r} must be a {kind.__name__}")
+        raise FieldError(name, f"instance field {name!r} must be a {kind.__name__}")
     return value
 
 
@@ -155,7 +167,7 @@ def _optional(data: dict[str, Any], name: str, kind: type | tuple[type, ...]) ->
     if value is None:
         return None
     if not isinstance(value, kind) or isinstance(value, bool):
-        raise ValueError(f"instance field {name!r} has the wrong type: {value!r}")
+        raise FieldError(name, f"instance field {name!r} has the wrong type: {value!r}")
     return value
 
 

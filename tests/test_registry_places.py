@@ -47,7 +47,7 @@ def test_wrong_type_in_an_instance_names_its_line(tmp_path: Path) -> None:
     path = tmp_path / "registry.json"
     path.write_text(GO_STYLE.replace('    "db": "not a list"\n', '    "db": []\n'))
 
-    with pytest.raises(RegistryCorrupt, match=r"registry\.json:5:7: .*api\[1\]"):
+    with pytest.raises(RegistryCorrupt, match=r"registry\.json:5:45: .*api\[1\].*pid"):
         FileRegistry(path).get_service("api")
 
 
