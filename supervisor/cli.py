@@ -176,6 +176,11 @@ def _fill_closed_std_streams() -> None:
 def _describe_os_error(exc: OSError) -> str:
     if exc.filename is None:
         return exc.strerror or str(exc)
+    misplaced = isinstance(exc, FileExistsError) and os.path.isfile(exc.filename)
+    if misplaced or isinstance(exc, NotADirectoryError):
+        return (
+            f"{exc.filename}: a file stands where corral needs a folder (move it away)"
+        )
     return f"{exc.filename}: {exc.strerror or exc}"
 
 

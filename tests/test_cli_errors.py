@@ -26,7 +26,9 @@ def test_state_folder_that_is_a_file_is_named_in_one_line(tmp_path: Path) -> Non
     result = run_corral("up", cwd=tmp_path, timeout=30)
 
     assert result.returncode == 1
-    assert str(tmp_path / ".corral") in _one_line(result.stderr)
+    line = _one_line(result.stderr)
+    assert str(tmp_path / ".corral") in line
+    assert "a file stands where corral needs a folder" in line
 
 
 def test_reading_a_missing_registry_creates_nothing(tmp_path: Path) -> None:
