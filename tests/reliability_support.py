@@ -10,13 +10,11 @@ no state file and no recorded pid knows about.
 from __future__ import annotations
 
 import contextlib
-import threading
 import uuid
 from pathlib import Path
 
 import psutil
 
-from tests.support import start_corral
 from tests.up_support import Up
 
 TAG = "CORRAL_RELIABILITY_TAG"
@@ -62,21 +60,8 @@ class TaggedUp(Up):
     """`corral up` whose processes all carry CORRAL_RELIABILITY_TAG=`tag`."""
 
     def __init__(self, folder: Path, config: str, tag: str, *args: str) -> None:
-        # Up's own constructor starts corral without extra environment, so
-        # this one repeats its few assignments with the tag added.
-        self.folder = folder
-        self.config = folder / "corral.yaml"
-        self.config.write_text(config)
-        self.registry_path = folder / ".corral" / "registry.json"
-        self.lines: list[str] = []
-        self._lock = threading.Lock()
-        self.seen: dict[int, psutil.Process] = {}
         self.tag = tag
-        self.proc = start_corral(
-            "up", "-f", str(self.config), *args, cwd=folder, **{TAG: tag}
-        )
-        self._reader = threading.Thread(target=self._drain, daemon=True)
-        self._reader.start()
+        super().__init__(folder, config, *args, env={TAG: tag})
 
     def started(self) -> list[int]:
         """Pids of the children corral reported as started, in order."""

@@ -43,7 +43,9 @@ def descendants(pid: int) -> list[int]:
 class Up:
     """One `corral up` on a config written into `folder`."""
 
-    def __init__(self, folder: Path, config: str, *args: str) -> None:
+    def __init__(
+        self, folder: Path, config: str, *args: str, env: dict[str, str] | None = None
+    ) -> None:
         self.folder = folder
         self.config = folder / "corral.yaml"
         self.config.write_text(config)
@@ -51,7 +53,9 @@ class Up:
         self.lines: list[str] = []
         self._lock = threading.Lock()
         self.seen: dict[int, psutil.Process] = {}
-        self.proc = start_corral("up", "-f", str(self.config), *args, cwd=folder)
+        self.proc = start_corral(
+            "up", "-f", str(self.config), *args, cwd=folder, **(env or {})
+        )
         self._reader = threading.Thread(target=self._drain, daemon=True)
         self._reader.start()
 
